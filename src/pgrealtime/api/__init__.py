@@ -1,0 +1,1 @@
+"""REST handlers for /api/realtime: thin, parse -> query -> JSON."""

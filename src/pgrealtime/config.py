@@ -1,0 +1,206 @@
+"""Settings from command-line flags and PGREALTIME_* environment variables.
+
+Every flag has an environment variable; a flag given on the command line wins.
+Secrets that are not given are generated once and kept in the data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgrealtime.db.embedded import default_data_dir
+
+API_KEY_PREFIX = "ik_"
+SECRETS_FILE = "secrets.json"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7130
+    database_url: str | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    jwt_secret: str | None = None
+    api_key: str | None = None
+    embedded_port: int = 54329
+    max_frame_bytes: int = 1024 * 1024
+    send_buffer_bytes: int = 4 * 1024 * 1024
+    heartbeat_seconds: float = 30.0
+    retention_interval_seconds: float = 3600.0
+    db_pool_size: int = 10
+    log_level: str = "info"
+    log_format: str = "json"
+    webhook_secret: str | None = None
+    webhook_allow_private_networks: bool = False
+    webhook_allowed_hosts: list[str] = field(default_factory=list)
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_hours: float = 24.0
+    replication_slot: str = "pgrealtime"
+    publication: str = "pgrealtime"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _env_bool(name: str) -> bool:
+    return (_env(name) or "").lower() in ("1", "true", "yes", "on")
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every command needs to find the database and the secrets."""
+    parser.add_argument(
+        "--database-url",
+        default=_env("PGREALTIME_DATABASE_URL") or _env("DATABASE_URL"),
+        help="PostgreSQL URL (env PGREALTIME_DATABASE_URL, then DATABASE_URL). "
+        "Without one, an embedded PostgreSQL is started in the data directory.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("PGREALTIME_DATA_DIR") or default_data_dir()),
+        help="where the embedded PostgreSQL and generated secrets live "
+        "(env PGREALTIME_DATA_DIR, default %(default)s)",
+    )
+    parser.add_argument(
+        "--jwt-secret",
+        default=_env("PGREALTIME_JWT_SECRET"),
+        help="HS256 secret for client tokens (env PGREALTIME_JWT_SECRET; generated if unset)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=_env("PGREALTIME_API_KEY"),
+        help="admin API key, starts with ik_ (env PGREALTIME_API_KEY; generated if unset)",
+    )
+    parser.add_argument(
+        "--embedded-port",
+        type=int,
+        default=int(_env("PGREALTIME_EMBEDDED_PORT") or 54329),
+        help="port number of the embedded PostgreSQL's Unix socket "
+        "(env PGREALTIME_EMBEDDED_PORT, default %(default)s)",
+    )
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of `pgrealtime serve`."""
+    parser.add_argument("--host", default=_env("PGREALTIME_HOST") or "127.0.0.1",
+                        help="address to listen on (env PGREALTIME_HOST, default %(default)s)")
+    parser.add_argument("--port", type=int, default=int(_env("PGREALTIME_PORT") or 7130),
+                        help="port to listen on (env PGREALTIME_PORT, default %(default)s)")
+    parser.add_argument(
+        "--max-frame-bytes", type=int,
+        default=int(_env("PGREALTIME_MAX_FRAME_BYTES") or 1024 * 1024),
+        help="largest client frame accepted (env PGREALTIME_MAX_FRAME_BYTES, default 1 MiB)",
+    )
+    parser.add_argument(
+        "--send-buffer-bytes", type=int,
+        default=int(_env("PGREALTIME_SEND_BUFFER_BYTES") or 4 * 1024 * 1024),
+        help="unsent bytes a subscriber may fall behind before it is disconnected "
+        "(env PGREALTIME_SEND_BUFFER_BYTES, default 4 MiB)",
+    )
+    parser.add_argument(
+        "--heartbeat-seconds", type=float,
+        default=float(_env("PGREALTIME_HEARTBEAT_SECONDS") or 30),
+        help="WebSocket ping interval; a peer that misses a pong is dropped "
+        "(env PGREALTIME_HEARTBEAT_SECONDS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--retention-interval-seconds", type=float,
+        default=float(_env("PGREALTIME_RETENTION_INTERVAL_SECONDS") or 3600),
+        help="how often old messages are deleted under the retention setting "
+        "(env PGREALTIME_RETENTION_INTERVAL_SECONDS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--db-pool-size", type=int, default=int(_env("PGREALTIME_DB_POOL_SIZE") or 10),
+        help="PostgreSQL connections in the pool (env PGREALTIME_DB_POOL_SIZE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level", default=_env("PGREALTIME_LOG_LEVEL") or "info",
+        choices=["debug", "info", "warning", "error"],
+        help="(env PGREALTIME_LOG_LEVEL, default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format", default=_env("PGREALTIME_LOG_FORMAT") or "json", choices=["json", "text"],
+        help="structured JSON lines or plain text (env PGREALTIME_LOG_FORMAT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-secret", default=_env("PGREALTIME_WEBHOOK_SECRET"),
+        help="HMAC-SHA256 key to sign webhook requests (env PGREALTIME_WEBHOOK_SECRET)",
+    )
+    parser.add_argument(
+        "--webhook-allow-private-networks", action="store_true",
+        default=_env_bool("PGREALTIME_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+        help="let webhooks reach loopback and private addresses "
+        "(env PGREALTIME_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1)",
+    )
+    parser.add_argument(
+        "--webhook-allowed-hosts",
+        default=_env("PGREALTIME_WEBHOOK_ALLOWED_HOSTS") or "",
+        help="comma-separated host names webhooks may reach even on private addresses "
+        "(env PGREALTIME_WEBHOOK_ALLOWED_HOSTS)",
+    )
+    parser.add_argument(
+        "--webhook-timeout-seconds", type=float,
+        default=float(_env("PGREALTIME_WEBHOOK_TIMEOUT_SECONDS") or 10),
+        help="timeout of one webhook attempt (env PGREALTIME_WEBHOOK_TIMEOUT_SECONDS, default 10)",
+    )
+    parser.add_argument(
+        "--webhook-retry-hours", type=float,
+        default=float(_env("PGREALTIME_WEBHOOK_RETRY_HOURS") or 24),
+        help="how long failed webhooks are retried before marked dead "
+        "(env PGREALTIME_WEBHOOK_RETRY_HOURS, default 24)",
+    )
+    parser.add_argument(
+        "--replication-slot", default=_env("PGREALTIME_REPLICATION_SLOT") or "pgrealtime",
+        help="logical replication slot for change notifications "
+        "(env PGREALTIME_REPLICATION_SLOT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--publication", default=_env("PGREALTIME_PUBLICATION") or "pgrealtime",
+        help="publication for change notifications (env PGREALTIME_PUBLICATION, default %(default)s)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Build Settings from parsed flags (flags already default to the environment)."""
+    values = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
+    if isinstance(values.get("webhook_allowed_hosts"), str):
+        hosts = values["webhook_allowed_hosts"].split(",")
+        values["webhook_allowed_hosts"] = [h.strip().lower() for h in hosts if h.strip()]
+    settings = Settings(**values)
+    if settings.api_key is not None and not settings.api_key.startswith(API_KEY_PREFIX):
+        raise SystemExit(f"error: the API key must start with {API_KEY_PREFIX!r}")
+    return settings
+
+
+def ensure_secrets(settings: Settings) -> list[str]:
+    """Fill in a missing JWT secret and API key from the data directory, generating
+    and storing them on first use. Returns the names of the generated ones."""
+    if settings.jwt_secret and settings.api_key:
+        return []
+    path = settings.data_dir / SECRETS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    generated = []
+    if not stored.get("jwt_secret"):
+        stored["jwt_secret"] = secrets.token_urlsafe(48)
+        generated.append("jwt_secret")
+    if not stored.get("api_key"):
+        stored["api_key"] = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        generated.append("api_key")
+    if generated:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(stored, indent=2))
+        tmp.replace(path)
+    settings.jwt_secret = settings.jwt_secret or stored["jwt_secret"]
+    settings.api_key = settings.api_key or stored["api_key"]
+    return generated

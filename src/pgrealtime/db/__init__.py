@@ -1,0 +1,1 @@
+"""Database access: embedded server, migrations, caller-context queries."""
