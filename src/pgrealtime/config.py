@@ -89,52 +89,70 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """Flags of `pgrealtime serve`."""
-    parser.add_argument("--host", default=_env("PGREALTIME_HOST") or "127.0.0.1",
-                        help="address to listen on (env PGREALTIME_HOST, default %(default)s)")
-    parser.add_argument("--port", type=int, default=int(_env("PGREALTIME_PORT") or 7130),
-                        help="port to listen on (env PGREALTIME_PORT, default %(default)s)")
     parser.add_argument(
-        "--max-frame-bytes", type=int,
+        "--host",
+        default=_env("PGREALTIME_HOST") or "127.0.0.1",
+        help="address to listen on (env PGREALTIME_HOST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PGREALTIME_PORT") or 7130),
+        help="port to listen on (env PGREALTIME_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frame-bytes",
+        type=int,
         default=int(_env("PGREALTIME_MAX_FRAME_BYTES") or 1024 * 1024),
         help="largest client frame accepted (env PGREALTIME_MAX_FRAME_BYTES, default 1 MiB)",
     )
     parser.add_argument(
-        "--send-buffer-bytes", type=int,
+        "--send-buffer-bytes",
+        type=int,
         default=int(_env("PGREALTIME_SEND_BUFFER_BYTES") or 4 * 1024 * 1024),
         help="unsent bytes a subscriber may fall behind before it is disconnected "
         "(env PGREALTIME_SEND_BUFFER_BYTES, default 4 MiB)",
     )
     parser.add_argument(
-        "--heartbeat-seconds", type=float,
+        "--heartbeat-seconds",
+        type=float,
         default=float(_env("PGREALTIME_HEARTBEAT_SECONDS") or 30),
         help="WebSocket ping interval; a peer that misses a pong is dropped "
         "(env PGREALTIME_HEARTBEAT_SECONDS, default %(default)s)",
     )
     parser.add_argument(
-        "--retention-interval-seconds", type=float,
+        "--retention-interval-seconds",
+        type=float,
         default=float(_env("PGREALTIME_RETENTION_INTERVAL_SECONDS") or 3600),
         help="how often old messages are deleted under the retention setting "
         "(env PGREALTIME_RETENTION_INTERVAL_SECONDS, default %(default)s)",
     )
     parser.add_argument(
-        "--db-pool-size", type=int, default=int(_env("PGREALTIME_DB_POOL_SIZE") or 10),
+        "--db-pool-size",
+        type=int,
+        default=int(_env("PGREALTIME_DB_POOL_SIZE") or 10),
         help="PostgreSQL connections in the pool (env PGREALTIME_DB_POOL_SIZE, default %(default)s)",
     )
     parser.add_argument(
-        "--log-level", default=_env("PGREALTIME_LOG_LEVEL") or "info",
+        "--log-level",
+        default=_env("PGREALTIME_LOG_LEVEL") or "info",
         choices=["debug", "info", "warning", "error"],
         help="(env PGREALTIME_LOG_LEVEL, default %(default)s)",
     )
     parser.add_argument(
-        "--log-format", default=_env("PGREALTIME_LOG_FORMAT") or "json", choices=["json", "text"],
+        "--log-format",
+        default=_env("PGREALTIME_LOG_FORMAT") or "json",
+        choices=["json", "text"],
         help="structured JSON lines or plain text (env PGREALTIME_LOG_FORMAT, default %(default)s)",
     )
     parser.add_argument(
-        "--webhook-secret", default=_env("PGREALTIME_WEBHOOK_SECRET"),
+        "--webhook-secret",
+        default=_env("PGREALTIME_WEBHOOK_SECRET"),
         help="HMAC-SHA256 key to sign webhook requests (env PGREALTIME_WEBHOOK_SECRET)",
     )
     parser.add_argument(
-        "--webhook-allow-private-networks", action="store_true",
+        "--webhook-allow-private-networks",
+        action="store_true",
         default=_env_bool("PGREALTIME_WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
         help="let webhooks reach loopback and private addresses "
         "(env PGREALTIME_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1)",
@@ -146,23 +164,27 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "(env PGREALTIME_WEBHOOK_ALLOWED_HOSTS)",
     )
     parser.add_argument(
-        "--webhook-timeout-seconds", type=float,
+        "--webhook-timeout-seconds",
+        type=float,
         default=float(_env("PGREALTIME_WEBHOOK_TIMEOUT_SECONDS") or 10),
         help="timeout of one webhook attempt (env PGREALTIME_WEBHOOK_TIMEOUT_SECONDS, default 10)",
     )
     parser.add_argument(
-        "--webhook-retry-hours", type=float,
+        "--webhook-retry-hours",
+        type=float,
         default=float(_env("PGREALTIME_WEBHOOK_RETRY_HOURS") or 24),
         help="how long failed webhooks are retried before marked dead "
         "(env PGREALTIME_WEBHOOK_RETRY_HOURS, default 24)",
     )
     parser.add_argument(
-        "--replication-slot", default=_env("PGREALTIME_REPLICATION_SLOT") or "pgrealtime",
+        "--replication-slot",
+        default=_env("PGREALTIME_REPLICATION_SLOT") or "pgrealtime",
         help="logical replication slot for change notifications "
         "(env PGREALTIME_REPLICATION_SLOT, default %(default)s)",
     )
     parser.add_argument(
-        "--publication", default=_env("PGREALTIME_PUBLICATION") or "pgrealtime",
+        "--publication",
+        default=_env("PGREALTIME_PUBLICATION") or "pgrealtime",
         help="publication for change notifications (env PGREALTIME_PUBLICATION, default %(default)s)",
     )
 

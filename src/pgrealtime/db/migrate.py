@@ -33,7 +33,9 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
             "CREATE TABLE IF NOT EXISTS realtime.schema_migrations ("
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM realtime.schema_migrations")}
+        done = {
+            r["version"] for r in await conn.fetch("SELECT version FROM realtime.schema_migrations")
+        }
         for version, sql in migration_files():
             if version in done:
                 continue

@@ -140,15 +140,14 @@ BEGIN
   RETURN v_id;
 END $$;
 
--- Wake-up for the server's listener: only the id travels (NOTIFY payloads are small).
--- The server's own publishes are fanned out directly and set realtime.local_delivery
--- to skip this; NOTIFY serialises commits, so it stays off the hot path.
+-- Wake-up for the servers' listeners: only '<id>:<origin>' travels (NOTIFY payloads
+-- are small). A server fans out its own publishes directly and sets realtime.origin,
+-- so it can skip its own notifications; other server processes deliver them.
 CREATE OR REPLACE FUNCTION realtime.notify_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  IF coalesce(current_setting('realtime.local_delivery', true), '') <> 'on' THEN
-    PERFORM pg_notify('realtime_message', NEW.id::text);
-  END IF;
+  PERFORM pg_notify('realtime_message',
+                    NEW.id::text || ':' || coalesce(current_setting('realtime.origin', true), ''));
   RETURN NULL;
 END $$;
 
@@ -195,7 +194,7 @@ END $$;
 -- affect the others. status: 'ok' | 'no_channel' | 'denied'.
 CREATE OR REPLACE FUNCTION realtime.publish_batch(
   p_roles text[], p_claims text[], p_channels text[], p_events text[],
-  p_payloads jsonb[], p_senders uuid[]
+  p_payloads jsonb[], p_senders uuid[], p_origin text
 )
 RETURNS TABLE (idx integer, status text, message_id uuid, channel_id uuid, created_at timestamptz,
                seq bigint, detail text)
@@ -206,7 +205,7 @@ DECLARE
   v_id uuid;
   v_ts timestamptz;
 BEGIN
-  PERFORM set_config('realtime.local_delivery', 'on', true);
+  PERFORM set_config('realtime.origin', coalesce(p_origin, ''), true);
   FOR i IN 1 .. coalesce(array_length(p_roles, 1), 0) LOOP
     v_channel := realtime.match_channel(p_channels[i]);
     IF v_channel.id IS NULL THEN

@@ -1,0 +1,195 @@
+"""Channels: list, create, get, update, delete (the specification's Channel Management)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import msgspec
+import orjson
+from aiohttp import web
+
+from pgrealtime.api.errors import ApiError, bad_request
+from pgrealtime.api.params import parse_body, parse_uuid
+from pgrealtime.channels import pattern_error
+from pgrealtime.revocation import revalidate_subscriptions
+from pgrealtime.timeutil import rfc3339
+
+routes = web.RouteTableDef()
+
+INVALID_REQUEST = "REALTIME_INVALID_CHANNEL_REQUEST"
+MAX_WEBHOOK_URLS = 20
+MAX_DESCRIPTION = 1000
+COLUMNS = "id, pattern, description, webhook_urls, enabled, created_at, updated_at"
+
+
+class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True):
+    pattern: str
+    description: str | None = None
+    webhookUrls: list[str] | None = None
+    enabled: bool = True
+
+
+class ChannelUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    pattern: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    webhookUrls: list[str] | msgspec.UnsetType | None = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+def channel_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "pattern": row["pattern"],
+        "description": row["description"],
+        "webhookUrls": list(row["webhook_urls"]) if row["webhook_urls"] is not None else None,
+        "enabled": row["enabled"],
+        "createdAt": rfc3339(row["created_at"]),
+        "updatedAt": rfc3339(row["updated_at"]),
+    }
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def webhook_url_error(url: str) -> str | None:
+    """URLs that can never be delivered to are refused when the channel is saved."""
+    if len(url) > 2048:
+        return "webhook URL is longer than 2048 characters"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"webhook URL {url!r} is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return f"webhook URL {url!r} must use http or https"
+    if not parts.hostname:
+        return f"webhook URL {url!r} has no host"
+    if parts.username is not None or parts.password is not None:
+        return f"webhook URL {url!r} must not contain credentials"
+    return None
+
+
+def _check_fields(
+    pattern: str | msgspec.UnsetType,
+    description: str | msgspec.UnsetType | None,
+    webhook_urls: list[str] | msgspec.UnsetType | None,
+) -> None:
+    if isinstance(pattern, str):
+        problem = pattern_error(pattern)
+        if problem is not None:
+            raise bad_request(problem, "REALTIME_INVALID_CHANNEL_PATTERN")
+    if isinstance(description, str) and len(description) > MAX_DESCRIPTION:
+        raise bad_request(
+            f"description must be at most {MAX_DESCRIPTION} characters", INVALID_REQUEST
+        )
+    if isinstance(webhook_urls, list):
+        if len(webhook_urls) > MAX_WEBHOOK_URLS:
+            raise bad_request(f"at most {MAX_WEBHOOK_URLS} webhook URLs", INVALID_REQUEST)
+        for url in webhook_urls:
+            problem = webhook_url_error(url)
+            if problem is not None:
+                raise bad_request(problem, INVALID_REQUEST)
+
+
+def _duplicate(pattern: str) -> ApiError:
+    return ApiError(409, "DATABASE_DUPLICATE", f"A channel with pattern {pattern!r} already exists")
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "REALTIME_CHANNEL_NOT_FOUND", "Channel not found")
+
+
+@routes.get("/api/realtime/channels")
+async def list_channels(request: web.Request) -> web.Response:
+    rows = await request.app["pool"].fetch(
+        f"SELECT {COLUMNS} FROM realtime.channels ORDER BY created_at, id"
+    )
+    return json_response([channel_json(r) for r in rows])
+
+
+@routes.post("/api/realtime/channels")
+async def create_channel(request: web.Request) -> web.Response:
+    body = await parse_body(request, ChannelCreate, INVALID_REQUEST)
+    _check_fields(body.pattern, body.description, body.webhookUrls)
+    try:
+        row = await request.app["pool"].fetchrow(
+            "INSERT INTO realtime.channels (pattern, description, webhook_urls, enabled)"
+            f" VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
+            body.pattern,
+            body.description,
+            body.webhookUrls,
+            body.enabled,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _duplicate(body.pattern) from exc
+    await revalidate_subscriptions(request.app)
+    return json_response(channel_json(row), status=201)
+
+
+@routes.get("/api/realtime/channels/{id}")
+async def get_channel(request: web.Request) -> web.Response:
+    channel_id = parse_uuid(request.match_info["id"], "id")
+    row = await request.app["pool"].fetchrow(
+        f"SELECT {COLUMNS} FROM realtime.channels WHERE id = $1",
+        channel_id,
+    )
+    if row is None:
+        raise _not_found()
+    return json_response(channel_json(row))
+
+
+# Column names come from this fixed map, never from the request.
+UPDATABLE = {
+    "pattern": "pattern",
+    "description": "description",
+    "webhookUrls": "webhook_urls",
+    "enabled": "enabled",
+}
+
+
+@routes.put("/api/realtime/channels/{id}")
+async def update_channel(request: web.Request) -> web.Response:
+    channel_id = parse_uuid(request.match_info["id"], "id")
+    body = await parse_body(request, ChannelUpdate, INVALID_REQUEST)
+    _check_fields(body.pattern, body.description, body.webhookUrls)
+    changes = {
+        UPDATABLE[name]: value
+        for name in UPDATABLE
+        if (value := getattr(body, name)) is not msgspec.UNSET
+    }
+    if "pattern" in changes and changes["pattern"] is None:
+        raise bad_request("pattern cannot be null", INVALID_REQUEST)
+    if "enabled" in changes and changes["enabled"] is None:
+        raise bad_request("enabled cannot be null", INVALID_REQUEST)
+    if not changes:
+        raise bad_request(
+            "Nothing to update: give pattern, description, webhookUrls or enabled",
+            INVALID_REQUEST,
+        )
+    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+    try:
+        row = await request.app["pool"].fetchrow(
+            f"UPDATE realtime.channels SET {assignments} WHERE id = $1 RETURNING {COLUMNS}",
+            channel_id,
+            *changes.values(),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _duplicate(str(changes.get("pattern"))) from exc
+    if row is None:
+        raise _not_found()
+    await revalidate_subscriptions(request.app)
+    return json_response(channel_json(row))
+
+
+@routes.delete("/api/realtime/channels/{id}")
+async def delete_channel(request: web.Request) -> web.Response:
+    channel_id = parse_uuid(request.match_info["id"], "id")
+    deleted = await request.app["pool"].fetchval(
+        "DELETE FROM realtime.channels WHERE id = $1 RETURNING id", channel_id
+    )
+    if deleted is None:
+        raise _not_found()
+    await revalidate_subscriptions(request.app)
+    return json_response({"message": "Channel deleted"})

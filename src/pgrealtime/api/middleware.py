@@ -1,0 +1,63 @@
+"""Every error as JSON, and admin-only access to /api/realtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from pgrealtime.api.errors import ApiError, error_response
+from pgrealtime.auth import Authenticator, AuthError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/realtime"
+PUBLIC_PATHS = {f"{API_PREFIX}/openapi.json"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _credential(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+            exc.status, "HTTP_ERROR"
+        )
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "Internal server error")
+
+
+@web.middleware
+async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if not path.startswith(API_PREFIX) or path in PUBLIC_PATHS:
+        return await handler(request)
+    credential = _credential(request)
+    if credential is None:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "No admin token provided")
+    authenticator: Authenticator = request.app["authenticator"]
+    try:
+        principal = authenticator.authenticate(credential)
+    except AuthError as exc:
+        raise ApiError(401, "AUTH_INVALID_TOKEN", exc.message) from exc
+    if not principal.is_admin:
+        raise ApiError(403, "AUTH_FORBIDDEN", "Admin access required")
+    request["principal"] = principal
+    return await handler(request)

@@ -1,0 +1,276 @@
+"""The OpenAPI 3 document of the REST API, served at /api/realtime/openapi.json.
+
+Written by hand next to the handlers; a test checks that every served route is
+documented and every documented route is served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+routes = web.RouteTableDef()
+
+_uuid = {"type": "string", "format": "uuid"}
+_time = {"type": "string", "format": "date-time"}
+_nullable_text = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_errors = {
+    "400": _json(_ref("Error"), "Malformed body, query or id"),
+    "401": _json(_ref("Error"), "No or invalid admin credential"),
+    "403": _json(_ref("Error"), "Not an admin"),
+}
+_not_found = {"404": _json(_ref("Error"), "Unknown id")}
+_id_param = {"name": "id", "in": "path", "required": True, "schema": _uuid}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message", "statusCode"],
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "statusCode": {"type": "integer"},
+        },
+    },
+    "Channel": {
+        "type": "object",
+        "required": [
+            "id",
+            "pattern",
+            "description",
+            "webhookUrls",
+            "enabled",
+            "createdAt",
+            "updatedAt",
+        ],
+        "properties": {
+            "id": _uuid,
+            "pattern": {"type": "string"},
+            "description": _nullable_text,
+            "webhookUrls": {"type": ["array", "null"], "items": {"type": "string"}},
+            "enabled": {"type": "boolean"},
+            "createdAt": _time,
+            "updatedAt": _time,
+        },
+    },  # fmt: skip
+    "ChannelCreate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["pattern"],
+        "properties": {
+            "pattern": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "description": "`*` (or `%`) matches any run of characters",
+            },
+            "description": _nullable_text,
+            "webhookUrls": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "format": "uri"},
+            },
+            "enabled": {"type": "boolean", "default": True},
+        },
+    },  # fmt: skip
+    "ChannelUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "pattern": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": _nullable_text,
+            "webhookUrls": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "format": "uri"},
+            },
+            "enabled": {"type": "boolean"},
+        },
+    },  # fmt: skip
+    "Message": {
+        "type": "object",
+        "properties": {
+            "id": _uuid,
+            "eventName": {"type": "string"},
+            "channelId": {"type": ["string", "null"], "format": "uuid"},
+            "channelName": {"type": "string"},
+            "payload": {"type": "object"},
+            "senderType": {"type": "string", "enum": ["system", "user"]},
+            "senderId": {"type": ["string", "null"], "format": "uuid"},
+            "wsAudienceCount": {"type": "integer"},
+            "whAudienceCount": {"type": "integer"},
+            "whDeliveredCount": {"type": "integer"},
+            "createdAt": _time,
+        },
+    },
+    "MessageStats": {
+        "type": "object",
+        "properties": {
+            "totalMessages": {"type": "integer"},
+            "whDeliveryRate": {"type": "number"},
+            "topEvents": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"eventName": {"type": "string"}, "count": {"type": "integer"}},
+                },
+            },
+            "retentionDays": {"type": ["integer", "null"]},
+        },
+    },
+    "Config": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["retentionDays"],
+        "properties": {
+            "retentionDays": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500}
+        },
+    },  # fmt: skip
+    "Policy": {
+        "type": "object",
+        "properties": {
+            "policyName": {"type": "string"},
+            "tableName": {"type": "string"},
+            "command": {"type": "string"},
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "using": _nullable_text,
+            "withCheck": _nullable_text,
+        },
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/api/realtime/channels": {
+        "get": {"summary": "List channels",
+                "responses": {"200": _json({"type": "array", "items": _ref("Channel")}), **_errors}},
+        "post": {
+            "summary": "Create a channel",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("ChannelCreate")}}},
+            "responses": {"201": _json(_ref("Channel"), "Created"), **_errors,
+                          "409": _json(_ref("Error"), "Duplicate pattern")},
+        },
+    },
+    "/api/realtime/channels/{id}": {
+        "parameters": [_id_param],
+        "get": {"summary": "Get a channel",
+                "responses": {"200": _json(_ref("Channel")), **_errors, **_not_found}},
+        "put": {
+            "summary": "Update a channel (fields given are changed; null clears)",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("ChannelUpdate")}}},
+            "responses": {"200": _json(_ref("Channel")), **_errors, **_not_found,
+                          "409": _json(_ref("Error"), "Duplicate pattern")},
+        },
+        "delete": {
+            "summary": "Delete a channel and end its subscriptions (history is kept)",
+            "responses": {"200": _json({"type": "object",
+                                        "properties": {"message": {"type": "string"}}}),
+                          **_errors, **_not_found},
+        },
+    },
+    "/api/realtime/messages": {
+        "get": {
+            "summary": "Message history, newest first",
+            "parameters": [
+                _query("channelId", _uuid, "only this channel"),
+                _query("eventName", {"type": "string", "minLength": 1, "maxLength": 255},
+                       "only this event"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                 "default": 100}, "page size"),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 2147483647,
+                                  "default": 0}, "messages to skip"),
+            ],
+            "responses": {"200": _json({"type": "array", "items": _ref("Message")}), **_errors},
+        },
+        "delete": {
+            "summary": "Delete messages",
+            "parameters": [
+                _query("channelId", _uuid, "only this channel"),
+                _query("before", _time, "only messages created before this time"),
+            ],
+            "responses": {"200": _json({"type": "object",
+                                        "properties": {"deleted": {"type": "integer"}}}),
+                          **_errors},
+        },
+    },
+    "/api/realtime/messages/stats": {
+        "get": {
+            "summary": "Message statistics",
+            "parameters": [
+                _query("channelId", _uuid, "only this channel"),
+                _query("since", _time, "only messages created at or after this time"),
+            ],
+            "responses": {"200": _json(_ref("MessageStats")), **_errors},
+        }
+    },
+    "/api/realtime/config": {
+        "get": {"summary": "Retention setting", "responses": {"200": _json(_ref("Config")),
+                                                              **_errors}},
+        "patch": {
+            "summary": "Change the retention (null keeps messages forever)",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("Config")}}},
+            "responses": {"200": _json(_ref("Config")), **_errors},
+        },
+    },
+    "/api/realtime/permissions": {
+        "get": {
+            "summary": "Subscribe and publish policies, read from PostgreSQL",
+            "responses": {"200": _json({
+                "type": "object",
+                "properties": {
+                    "subscribe": {"type": "object", "properties": {
+                        "policies": {"type": "array", "items": _ref("Policy")}}},
+                    "publish": {"type": "object", "properties": {
+                        "policies": {"type": "array", "items": _ref("Policy")}}},
+                },
+            }), **_errors},
+        }
+    },
+    "/api/realtime/openapi.json": {
+        "get": {"summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1 document"}}}
+    },
+}  # fmt: skip
+
+
+def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pgrealtime REST API", "version": "1"},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": {**PATHS, **(extra_paths or {})},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "API key (ik_...) or a project_admin JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+    }  # fmt: skip
+
+
+@routes.get("/api/realtime/openapi.json")
+async def serve_openapi(request: web.Request) -> web.Response:
+    body = orjson.dumps(document(request.app.get("openapi_extra_paths")))
+    return web.Response(body=body, content_type="application/json")

@@ -1,0 +1,129 @@
+"""Who is calling: a token or API key becomes a Principal(role, user_id, claims).
+
+Roles come from a fixed allow-list; anything else in a token is refused, so a forged
+`"role": "postgres"` can never reach `SET ROLE`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import jwt
+import orjson
+
+from pgrealtime.config import API_KEY_PREFIX
+
+ROLES = ("anon", "authenticated", "project_admin")
+ADMIN_ROLE = "project_admin"
+
+
+class AuthError(Exception):
+    """A credential was refused. `code` is the machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    user_id: str | None = None
+    claims: dict = field(default_factory=dict)
+    expires_at: float | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN_ROLE
+
+    @property
+    def claims_json(self) -> str:
+        """The claims as PostgreSQL sees them in `request.jwt.claims`."""
+        return orjson.dumps(self.claims).decode()
+
+
+def _is_uuid(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Authenticator:
+    """Checks JWTs (HS256) and the admin API key."""
+
+    def __init__(self, jwt_secret: str, api_key: str) -> None:
+        self._secret = jwt_secret
+        self._api_key = api_key.encode()
+
+    def authenticate(self, credential: str) -> Principal:
+        """A token or API key -> Principal, or AuthError with a precise code."""
+        if not isinstance(credential, str) or not credential:
+            raise AuthError("INVALID_TOKEN", "Invalid token: empty")
+        if credential.startswith(API_KEY_PREFIX):
+            if hmac.compare_digest(credential.encode(), self._api_key):
+                return Principal(role=ADMIN_ROLE, claims={"role": ADMIN_ROLE})
+            raise AuthError("INVALID_API_KEY", "Invalid API key")
+        return self._verify_jwt(credential)
+
+    def _verify_jwt(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                options={"require": [], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("TOKEN_EXPIRED", "Invalid token: expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("INVALID_TOKEN", f"Invalid token: {exc}") from exc
+        if not isinstance(claims, dict):
+            raise AuthError("INVALID_TOKEN", "Invalid token: claims must be an object")
+        role = claims.get("role", "authenticated")
+        if role not in ROLES:
+            raise AuthError("INVALID_TOKEN", f"Invalid token: role {role!r} is not allowed")
+        sub = claims.get("sub")
+        if role == "authenticated" and not _is_uuid(sub):
+            raise AuthError("INVALID_TOKEN", "Invalid token: sub must be a user UUID")
+        if sub is not None and not _is_uuid(sub):
+            sub = None
+        claims = {**claims, "role": role}
+        if role != "authenticated":
+            claims.pop("sub", None)  # as InsForge: only authenticated callers carry sub
+        exp = claims.get("exp")
+        return Principal(
+            role=role,
+            user_id=str(uuid.UUID(sub)) if role == "authenticated" else None,
+            claims=claims,
+            expires_at=float(exp) if isinstance(exp, int | float) else None,
+        )
+
+
+def mint_token(
+    secret: str,
+    *,
+    role: str = "authenticated",
+    sub: str | None = None,
+    email: str | None = None,
+    expires_in: int = 3600,
+) -> str:
+    """Sign a token for a client (the `pgrealtime token` command)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role == "authenticated" and not _is_uuid(sub):
+        raise ValueError("an authenticated token needs --sub <uuid>")
+    now = int(time.time())
+    claims: dict[str, object] = {"role": role, "iat": now, "exp": now + expires_in}
+    if sub is not None:
+        claims["sub"] = sub
+    if email is not None:
+        claims["email"] = email
+    return jwt.encode(claims, secret, algorithm="HS256")

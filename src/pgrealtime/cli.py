@@ -1,0 +1,180 @@
+"""Command line: `pgrealtime serve | migrate | token`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import resource
+import sys
+from collections.abc import Iterator
+
+import asyncpg
+
+from pgrealtime import __version__
+from pgrealtime.config import (
+    Settings,
+    add_connection_flags,
+    add_server_flags,
+    ensure_secrets,
+    settings_from_args,
+)
+from pgrealtime.db.embedded import EmbeddedPostgres
+
+log = logging.getLogger("pgrealtime")
+
+DESCRIPTION = """\
+pgrealtime: realtime channels, WebSocket pub/sub and PostgreSQL change notifications,
+with permissions decided by your PostgreSQL row-level-security policies.
+
+Quick start (no database needed; an embedded PostgreSQL is started for you):
+  pgrealtime serve                      # prints the API key and where data lives
+  pgrealtime token --sub $(python3 -c 'import uuid; print(uuid.uuid4())')
+Every flag can also be set with a PGREALTIME_* environment variable (see --help of each).
+"""
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL URL, or an embedded server for the duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
+    print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _banner(settings: Settings, generated_secrets: bool) -> None:
+    lines = [
+        f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
+        f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
+        f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
+        f"  Data dir:   {settings.data_dir}",
+    ]
+    if generated_secrets:
+        lines += [
+            f"  API key:    {settings.api_key}   (admin; kept in {settings.data_dir}/secrets.json)",
+            "  Client token: pgrealtime token --sub <user-uuid>",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from pgrealtime.app import create_app
+    from pgrealtime.logs import setup_logging
+
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, settings.log_format)
+    from_data_dir = not (settings.jwt_secret and settings.api_key)
+    ensure_secrets(settings)
+    _raise_fd_limit()
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    with database(settings) as url:
+        app = create_app(settings, url)
+        _banner(settings, from_data_dir)
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=10,
+            loop=loop,
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from pgrealtime.db.migrate import apply_migrations
+
+    settings = settings_from_args(args)
+
+    async def run(url: str) -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    with database(settings) as url:
+        applied = asyncio.run(run(url))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from pgrealtime.auth import mint_token
+
+    settings = settings_from_args(args)
+    ensure_secrets(settings)
+    assert settings.jwt_secret is not None
+    try:
+        token = mint_token(
+            settings.jwt_secret,
+            role=args.role,
+            sub=args.sub,
+            email=args.email,
+            expires_in=args.expires_in,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgrealtime",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pgrealtime {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    add_connection_flags(serve)
+    add_server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply the database schema and exit")
+    add_connection_flags(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    token = commands.add_parser("token", help="print a client token signed with the JWT secret")
+    add_connection_flags(token)
+    token.add_argument("--role", default="authenticated",
+                       choices=["anon", "authenticated", "project_admin"])  # fmt: skip
+    token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
+    token.add_argument("--email", help="optional email claim")
+    token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""A stored message, and the frame subscribers receive for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pgrealtime.timeutil import rfc3339
+from pgrealtime.ws.frames import websocket_text_frame
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: str
+    channel: str
+    channel_id: str | None
+    event: str
+    payload_json: bytes  # the payload, JSON-encoded once
+    sender_type: str
+    sender_id: str | None
+    created_at: datetime
+    seq: int
+
+    def frame(self) -> bytes:
+        """The `message` frame, encoded once and shared by every subscriber."""
+        body = orjson.dumps(
+            {
+                "type": "message",
+                "messageId": self.id,
+                "channel": self.channel,
+                "event": self.event,
+                "payload": orjson.Fragment(self.payload_json),
+                "senderId": self.sender_id,
+                "senderType": self.sender_type,
+                "timestamp": rfc3339(self.created_at),
+            }
+        )
+        return websocket_text_frame(body)
+
+
+def stored_message_from_row(row: Any) -> StoredMessage:
+    """From a realtime.messages row read with the payload as text."""
+    return StoredMessage(
+        id=str(row["id"]),
+        channel=row["channel_name"],
+        channel_id=str(row["channel_id"]) if row["channel_id"] else None,
+        event=row["event_name"],
+        payload_json=row["payload_text"].encode(),
+        sender_type=row["sender_type"],
+        sender_id=str(row["sender_id"]) if row["sender_id"] else None,
+        created_at=row["created_at"],
+        seq=row["seq"],
+    )

@@ -1,0 +1,1 @@
+"""The WebSocket protocol: frames (pure), sessions (rules), and the aiohttp endpoint."""

@@ -1,0 +1,285 @@
+"""One WebSocket connection's rules: authenticate, subscribe, unsubscribe, publish.
+
+The session knows nothing of sockets: it receives text frames and sends encoded
+frames through its Outbox, so each handler reads like the part of the
+specification it implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from pgrealtime.auth import Authenticator, AuthError, Principal
+from pgrealtime.channels import channel_name_error
+from pgrealtime.hub import Hub, Outbox
+from pgrealtime.publisher import Publisher, PublishRefused
+from pgrealtime.ws import frames
+from pgrealtime.ws.frames import ErrorCode, FrameError
+
+log = logging.getLogger(__name__)
+
+AUTHORIZE_SUBSCRIBE_SQL = "SELECT status, channel_id FROM realtime.authorize_subscribe($1, $2, $3)"
+DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(slots=True)
+class Subscription:
+    id: str
+    channel: str
+    channel_id: str | None
+
+
+@dataclass
+class SessionContext:
+    """What every session shares: the server's parts."""
+
+    hub: Hub
+    authenticator: Authenticator
+    publisher: Publisher
+    pool: asyncpg.Pool
+    max_frame_bytes: int
+
+
+class Session:
+    def __init__(
+        self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
+    ) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self._close = close
+        self.principal: Principal | None = None
+        self.subscriptions: dict[str, Subscription] = {}
+        self._expiry: asyncio.TimerHandle | None = None
+
+    # -- output ---------------------------------------------------------------
+    def send(self, frame: dict) -> None:
+        self.outbox.send(frames.websocket_text_frame(frames.encode(frame)))
+
+    def send_error(
+        self,
+        code: str,
+        message: str,
+        request_id: str | int | None = None,
+        channel: str | None = None,
+    ) -> None:
+        self.send(frames.error_frame(code, message, request_id, channel))
+
+    def reply(self, frame: dict, request_id: str | int | None) -> None:
+        if request_id is not None:
+            frame["id"] = request_id
+        self.send(frame)
+
+    # -- input ----------------------------------------------------------------
+    async def handle_text(self, data: str | bytes) -> None:
+        try:
+            frame = frames.parse_frame(data, self.ctx.max_frame_bytes)
+        except FrameError as exc:
+            self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
+            return
+        if isinstance(frame, frames.Auth):
+            self.on_auth(frame)
+        elif isinstance(frame, frames.Ping):
+            self.reply({"type": "pong"}, frame.id)
+        elif self.principal is None:
+            self.send_error(
+                ErrorCode.NOT_AUTHENTICATED,
+                'Not authenticated: send {"type":"auth","token":...} first',
+                frame.id,
+                getattr(frame, "channel", None),
+            )
+        elif isinstance(frame, frames.Subscribe):
+            await self.on_subscribe(frame)
+        elif isinstance(frame, frames.Unsubscribe):
+            self.on_unsubscribe(frame)
+        elif isinstance(frame, frames.Publish):
+            self.on_publish(frame)
+
+    def on_auth(self, frame: frames.Auth) -> None:
+        try:
+            principal = self.ctx.authenticator.authenticate(frame.token)
+        except AuthError as exc:
+            self.send_error(exc.code, exc.message, frame.id)
+            return
+        previous = self.principal
+        if previous is not None and (previous.role, previous.user_id) != (
+            principal.role,
+            principal.user_id,
+        ):
+            self.drop_all_subscriptions()  # a different identity keeps nothing
+        self.principal = principal
+        self._schedule_expiry(principal)
+        self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
+
+    def _schedule_expiry(self, principal: Principal) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if principal.expires_at is None:
+            return
+        delay = max(0.0, principal.expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._on_token_expired)
+
+    def _on_token_expired(self) -> None:
+        self.send_error(
+            ErrorCode.TOKEN_EXPIRED, "Token expired: send a fresh auth frame to stay connected"
+        )
+        self.drop_all_subscriptions()
+        self.close(4001, "token expired")
+
+    async def on_subscribe(self, frame: frames.Subscribe) -> None:
+        channel = frame.channel
+        problem = channel_name_error(channel)
+        if channel.startswith("db:"):
+            self.send_error(
+                ErrorCode.CHANGES_UNAVAILABLE,
+                "Database change notifications are not enabled on this server",
+                frame.id,
+                channel,
+            )
+            return
+        if problem is not None:
+            self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
+            return
+        existing = self.subscriptions.get(channel)
+        if existing is not None:
+            self.reply(
+                {"type": "subscribed", "channel": channel, "subscriptionId": existing.id}, frame.id
+            )
+            return
+        assert self.principal is not None
+        try:
+            row = await self.ctx.pool.fetchrow(
+                AUTHORIZE_SUBSCRIBE_SQL, self.principal.role, self.principal.claims_json, channel
+            )
+        except DB_ERRORS as exc:
+            log.warning("subscribe check failed: %s", exc)
+            self.send_error(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "Failed to subscribe to channel: the database is unavailable",
+                frame.id,
+                channel,
+            )
+            return
+        if row["status"] == "no_channel":
+            self.send_error(
+                ErrorCode.CHANNEL_NOT_FOUND,
+                f"No enabled channel matches {channel!r}",
+                frame.id,
+                channel,
+            )
+            return
+        if row["status"] != "ok":
+            self.send_error(
+                ErrorCode.UNAUTHORIZED,
+                "Not authorized to subscribe to this channel",
+                frame.id,
+                channel,
+            )
+            return
+        if self.outbox.closed or channel in self.subscriptions:
+            return
+        subscription = Subscription(uuid.uuid4().hex, channel, str(row["channel_id"]))
+        self.subscriptions[channel] = subscription
+        self.ctx.hub.subscribe(channel, self.outbox)
+        self.reply(
+            {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id},
+            frame.id,
+        )
+
+    def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
+        if self.subscriptions.pop(frame.channel, None) is not None:
+            self.ctx.hub.unsubscribe(frame.channel, self.outbox)
+        self.reply({"type": "unsubscribed", "channel": frame.channel}, frame.id)
+
+    def on_publish(self, frame: frames.Publish) -> None:
+        channel = frame.channel
+        if channel not in self.subscriptions:
+            self.send_error(
+                ErrorCode.NOT_SUBSCRIBED,
+                "Must subscribe to channel before publishing messages",
+                frame.id,
+                channel,
+            )
+            return
+        problem = frames.event_name_error(frame.event)
+        if problem is not None:
+            self.send_error(ErrorCode.INVALID_EVENT, problem, frame.id, channel)
+            return
+        assert self.principal is not None
+        task = asyncio.ensure_future(
+            self.ctx.publisher.publish(self.principal, channel, frame.event, frame.payload)
+        )
+        task.add_done_callback(lambda t: self._on_published(t, frame))
+
+    def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            message = task.result()
+            self.reply(
+                {
+                    "type": "published",
+                    "messageId": message.id,
+                    "channel": frame.channel,
+                    "event": frame.event,
+                },
+                frame.id,
+            )
+        elif isinstance(exc, PublishRefused) and exc.status == "no_channel":
+            self.send_error(
+                ErrorCode.CHANNEL_NOT_FOUND,
+                f"No enabled channel matches {frame.channel!r}",
+                frame.id,
+                frame.channel,
+            )
+        elif isinstance(exc, PublishRefused):
+            self.send_error(
+                ErrorCode.UNAUTHORIZED,
+                "Not authorized to publish to this channel",
+                frame.id,
+                frame.channel,
+            )
+        elif isinstance(exc, DB_ERRORS):
+            log.warning("publish failed: %s", exc)
+            self.send_error(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "Failed to publish message: the database is unavailable",
+                frame.id,
+                frame.channel,
+            )
+        else:
+            log.error("publish failed", exc_info=exc)
+            self.send_error(
+                ErrorCode.INTERNAL_ERROR, "Failed to publish message", frame.id, frame.channel
+            )
+
+    # -- lifecycle ------------------------------------------------------------
+    def end_subscription(self, channel: str, reason: str) -> None:
+        """The server ends a subscription (channel deleted or disabled) and says why."""
+        if self.subscriptions.pop(channel, None) is None:
+            return
+        self.ctx.hub.unsubscribe(channel, self.outbox)
+        self.send_error(ErrorCode.SUBSCRIPTION_ENDED, reason, None, channel)
+
+    def drop_all_subscriptions(self) -> None:
+        for channel in list(self.subscriptions):
+            self.ctx.hub.unsubscribe(channel, self.outbox)
+        self.subscriptions.clear()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code and reason."""
+        self._close(code, reason)
+
+    def closed(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.outbox.closed = True
+        self.drop_all_subscriptions()
