@@ -68,3 +68,156 @@ async def db_url(pg_admin_url: str) -> AsyncIterator[str]:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+# --- a running server ---------------------------------------------------------------
+
+import json  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import aiohttp  # noqa: E402
+from aiohttp.test_utils import TestServer  # noqa: E402
+
+from pgrealtime.app import create_app  # noqa: E402
+from pgrealtime.auth import mint_token  # noqa: E402
+from pgrealtime.config import Settings  # noqa: E402
+
+JWT_SECRET = "test-secret-" + "x" * 32
+API_KEY = "ik_test_admin_key"
+
+
+@dataclass
+class Client:
+    """A WebSocket client that keeps frames it has not looked at yet."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    inbox: list[dict] = field(default_factory=list)
+
+    async def send(self, frame: dict | str) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict:
+        if self.inbox:
+            return self.inbox.pop(0)
+        return await self._read(timeout)
+
+    async def expect(self, frame_type: str, timeout: float = 5.0, **fields: Any) -> dict:
+        """The next frame of `frame_type` (other frames are kept for later)."""
+        for i, frame in enumerate(self.inbox):
+            if frame["type"] == frame_type and all(frame.get(k) == v for k, v in fields.items()):
+                return self.inbox.pop(i)
+        while True:
+            frame = await self._read(timeout)
+            if frame["type"] == frame_type and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+            self.inbox.append(frame)
+
+    async def request(self, frame: dict, timeout: float = 5.0) -> dict:
+        """Send a frame with an id and return the reply that echoes it."""
+        frame = {**frame, "id": frame.get("id", uuid.uuid4().hex)}
+        await self.send(frame)
+        for i, kept in enumerate(self.inbox):
+            if kept.get("id") == frame["id"]:
+                return self.inbox.pop(i)
+        while True:
+            reply = await self._read(timeout)
+            if reply.get("id") == frame["id"]:
+                return reply
+            self.inbox.append(reply)
+
+    async def _read(self, timeout: float) -> dict:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise AssertionError(f"expected a text frame, got {msg.type}: {msg.data!r}")
+        return json.loads(msg.data)
+
+    async def auth(self, token: str) -> dict:
+        return await self.request({"type": "auth", "token": token})
+
+    async def subscribe(self, channel: str) -> dict:
+        return await self.request({"type": "subscribe", "channel": channel})
+
+    async def publish(self, channel: str, event: str, payload: dict) -> dict:
+        return await self.request(
+            {"type": "publish", "channel": channel, "event": event, "payload": payload}
+        )
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@dataclass
+class Server:
+    base: str
+    app: Any
+    http: aiohttp.ClientSession
+    db: asyncpg.Pool
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {API_KEY}"}
+
+    def token(self, sub: str | None = None, role: str = "authenticated", **kw: Any) -> str:
+        if role == "authenticated" and sub is None:
+            sub = str(uuid.uuid4())
+        return mint_token(JWT_SECRET, role=role, sub=sub, **kw)
+
+    async def api(self, method: str, path: str, *, headers: dict | None = None, **kw: Any):
+        """(status, json body) of an admin REST call."""
+        async with self.http.request(
+            method, self.base + path, headers=self.admin if headers is None else headers, **kw
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def create_channel(self, pattern: str, **fields: Any) -> dict:
+        status, body = await self.api("POST", "/api/realtime/channels",
+                                      json={"pattern": pattern, **fields})  # fmt: skip
+        assert status == 201, body
+        return body
+
+    async def connect(self, token: str | None = None) -> Client:
+        client = Client(await self.http.ws_connect(self.base + "/realtime"))
+        self.clients.append(client)
+        if token is not None:
+            reply = await client.auth(token)
+            assert reply["type"] == "auth_success", reply
+        return client
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "jwt_secret": JWT_SECRET,
+        "api_key": API_KEY,
+        "heartbeat_seconds": 5.0,
+        "db_pool_size": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def server_settings() -> Settings:
+    """Override in a test module to change the server's settings."""
+    return make_settings()
+
+
+@pytest.fixture
+async def server(db_url: str, server_settings: Settings) -> AsyncIterator[Server]:
+    """A real pgrealtime server on a loopback port, on a fresh database."""
+    app = create_app(server_settings, db_url)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    http = aiohttp.ClientSession()
+    db = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
+    srv = Server(str(test_server.make_url("")).rstrip("/"), app, http, db)
+    try:
+        yield srv
+    finally:
+        for client in srv.clients:
+            await client.ws.close()
+        await http.close()
+        await db.close()
+        await test_server.close()

@@ -4,7 +4,8 @@ A message is encoded once into one WebSocket frame; the same bytes are appended 
 each subscriber's outbox with no await per subscriber. Each outbox is flushed at
 most once per event-loop tick, joining what is pending into one write: the kernel's
 per-write cost dominates broadcast CPU, so fewer writes is the way to go fast.
-A subscriber whose unsent bytes pass the limit is cut loose, never slowing the rest.
+A subscriber whose unsent bytes stay above the limit for a whole sweep interval is
+cut loose, never slowing the rest; a burst that a live reader drains is tolerated.
 """
 
 from __future__ import annotations
@@ -57,16 +58,40 @@ class Outbox:
             self.closed = True
             return
         if self.transport.get_write_buffer_size() > self.hub.send_buffer_limit:
+            self.hub.suspect(self)
+
+    def check_backlog(self) -> None:
+        """Still behind a sweep later: this reader cannot keep up."""
+        if self.closed:
+            return
+        if self.transport.get_write_buffer_size() > self.hub.send_buffer_limit:
             self.closed = True
+            self.pending = []
             self.on_overflow()
 
 
 class Hub:
-    def __init__(self, send_buffer_limit: int) -> None:
+    def __init__(self, send_buffer_limit: int, sweep_seconds: float = 1.0) -> None:
         self.send_buffer_limit = send_buffer_limit
+        self.sweep_seconds = sweep_seconds
         self._channels: dict[str, set[Outbox]] = {}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
+        self._suspects: set[Outbox] = set()
+        self._sweep_scheduled = False
+
+    def suspect(self, outbox: Outbox) -> None:
+        """An outbox over its limit right after a write gets a sweep's grace."""
+        self._suspects.add(outbox)
+        if not self._sweep_scheduled:
+            self._sweep_scheduled = True
+            asyncio.get_running_loop().call_later(self.sweep_seconds, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_scheduled = False
+        suspects, self._suspects = self._suspects, set()
+        for outbox in suspects:
+            outbox.check_backlog()
 
     def subscribe(self, channel: str, outbox: Outbox) -> None:
         self._channels.setdefault(channel, set()).add(outbox)

@@ -275,7 +275,9 @@ class Session:
         self.subscriptions.clear()
 
     def close(self, code: int, reason: str) -> None:
-        """Close the connection with a WebSocket close code and reason."""
+        """Close the connection with a WebSocket close code and reason, after
+        writing what is already queued for it (such as the frame that says why)."""
+        self.outbox.flush()
         self._close(code, reason)
 
     def closed(self) -> None:
