@@ -26,7 +26,14 @@ from pgrealtime.ws.frames import ErrorCode, FrameError
 log = logging.getLogger(__name__)
 
 AUTHORIZE_SUBSCRIBE_SQL = "SELECT status, channel_id FROM realtime.authorize_subscribe($1, $2, $3)"
-DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The database cannot be reached right now (as opposed to refusing a statement).
+DB_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 @dataclass(slots=True)
@@ -158,7 +165,7 @@ class Session:
             row = await self.ctx.pool.fetchrow(
                 AUTHORIZE_SUBSCRIBE_SQL, self.principal.role, self.principal.claims_json, channel
             )
-        except DB_ERRORS as exc:
+        except DB_UNAVAILABLE as exc:
             log.warning("subscribe check failed: %s", exc)
             self.send_error(
                 ErrorCode.SERVICE_UNAVAILABLE,
@@ -247,7 +254,7 @@ class Session:
                 frame.id,
                 frame.channel,
             )
-        elif isinstance(exc, DB_ERRORS):
+        elif isinstance(exc, DB_UNAVAILABLE):
             log.warning("publish failed: %s", exc)
             self.send_error(
                 ErrorCode.SERVICE_UNAVAILABLE,

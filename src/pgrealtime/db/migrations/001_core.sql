@@ -183,9 +183,14 @@ BEGIN
     RETURN QUERY SELECT 'no_channel'::text, NULL::uuid;
     RETURN;
   END IF;
-  PERFORM realtime.assume_caller(p_role, p_claims, p_channel);
-  SELECT EXISTS (SELECT 1 FROM realtime.channels c WHERE c.id = v_channel.id) INTO v_visible;
-  RESET ROLE;
+  BEGIN
+    PERFORM realtime.assume_caller(p_role, p_claims, p_channel);
+    SELECT EXISTS (SELECT 1 FROM realtime.channels c WHERE c.id = v_channel.id) INTO v_visible;
+    RESET ROLE;
+  EXCEPTION WHEN OTHERS THEN
+    -- a policy that fails on this input (say, a bad uuid in the name) cannot grant access
+    v_visible := false;
+  END;
   RETURN QUERY SELECT CASE WHEN v_visible THEN 'ok' ELSE 'denied' END, v_channel.id;
 END $$;
 
@@ -224,7 +229,7 @@ BEGIN
       RESET ROLE;
       RETURN QUERY SELECT i, 'ok'::text, v_id, v_channel.id, v_ts,
                           (SELECT m.seq FROM realtime.messages m WHERE m.id = v_id), NULL::text;
-    EXCEPTION WHEN insufficient_privilege THEN
+    EXCEPTION WHEN OTHERS THEN  -- refused by a policy, or a policy that failed on it
       RETURN QUERY SELECT i, 'denied'::text, NULL::uuid, v_channel.id, NULL::timestamptz,
                           NULL::bigint, SQLERRM;
     END;
