@@ -3,7 +3,9 @@ and a fresh database per test cloned from a migrated template."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from urllib.parse import urlsplit
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +66,12 @@ async def db_url(pg_admin_url: str) -> AsyncIterator[str]:
         await conn.close()
     yield _with_database(pg_admin_url, name)
     conn = await asyncpg.connect(pg_admin_url)
-    try:
+    try:  # replication slots are cluster-wide and keep a database from being dropped
+        await conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE database = $1 AND NOT active",
+            name,
+        )
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
@@ -193,6 +200,7 @@ def make_settings(**overrides: Any) -> Settings:
         "api_key": API_KEY,
         "heartbeat_seconds": 5.0,
         "db_pool_size": 5,
+        "changes": False,  # a replication slot per test only where a test needs one
     }
     values.update(overrides)
     return Settings(**values)
@@ -207,6 +215,10 @@ def server_settings() -> Settings:
 @pytest.fixture
 async def server(db_url: str, server_settings: Settings) -> AsyncIterator[Server]:
     """A real pgrealtime server on a loopback port, on a fresh database."""
+    database = urlsplit(db_url).path.lstrip("/")
+    server_settings = dataclasses.replace(
+        server_settings, replication_slot=f"s_{database}", publication=f"p_{database}"
+    )
     app = create_app(server_settings, db_url)
     test_server = TestServer(app, host="127.0.0.1")
     await test_server.start_server()

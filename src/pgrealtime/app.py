@@ -13,15 +13,19 @@ import orjson
 from aiohttp import web
 
 from pgrealtime.api import channels, health, messages, openapi, permissions
+from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
+from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.config import Settings
+from pgrealtime.db_channels import DbChannels
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.delivery import Delivery
 from pgrealtime.hub import Hub
 from pgrealtime.listener import Listener
 from pgrealtime.publisher import Publisher
 from pgrealtime.retention import retention_loop
+from pgrealtime.webhooks import WebhookWorker
 from pgrealtime.ws.endpoint import CLOSE_GOING_AWAY, Sessions, realtime_endpoint
 from pgrealtime.ws.session import SessionContext
 
@@ -62,6 +66,8 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.add_routes(messages.routes)
     app.add_routes(permissions.routes)
     app.add_routes(openapi.routes)
+    webhook_routes.add_routes(app)
+    app["openapi_extra_paths"] = webhook_routes.OPENAPI_PATHS
     app.router.add_get("/realtime", realtime_endpoint)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)
@@ -83,6 +89,18 @@ async def _database(app: web.Application):
     delivery = Delivery(hub, pool)
     delivery.start()
     publisher = Publisher(pool, delivery, app["origin"])
+    feed = None
+    if settings.changes:
+        feed = ChangeFeed(url, slot=settings.replication_slot, publication=settings.publication)
+    db_channels = DbChannels(pool, feed, settings.publication)
+    if feed is not None:
+        feed.on_batch(db_channels.deliver)
+        try:
+            await feed.start()
+        except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+            log.warning("change notifications are off: %s", exc)
+        app["health_extras"]["changes"] = feed.status
+    app["changes"] = feed
     app["hub"] = hub
     app["delivery"] = delivery
     app["session_context"] = SessionContext(
@@ -91,17 +109,23 @@ async def _database(app: web.Application):
         publisher=publisher,
         pool=pool,
         max_frame_bytes=settings.max_frame_bytes,
+        db_channels=db_channels,
     )
     listener = Listener(url, delivery, app["origin"])
     listener.start()
     app["listener"] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
+    webhooks = WebhookWorker(pool, settings)
+    await webhooks.start()
     yield
+    await webhooks.stop()
     for task in app["background"]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await listener.stop()
+    if feed is not None:
+        await feed.stop()
     await delivery.stop()
     await pool.close()
 

@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email", help="optional email claim")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=cmd_token)
+
+    from pgrealtime.bench import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 

@@ -40,6 +40,7 @@ class Settings:
     webhook_allowed_hosts: list[str] = field(default_factory=list)
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 24.0
+    changes: bool = True
     replication_slot: str = "pgrealtime"
     publication: str = "pgrealtime"
 
@@ -175,6 +176,14 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         default=float(_env("PGREALTIME_WEBHOOK_RETRY_HOURS") or 24),
         help="how long failed webhooks are retried before marked dead "
         "(env PGREALTIME_WEBHOOK_RETRY_HOURS, default 24)",
+    )
+    parser.add_argument(
+        "--no-changes",
+        dest="changes",
+        action="store_false",
+        default=not (_env("PGREALTIME_CHANGES") or "1").lower() in ("0", "false", "no", "off"),
+        help="turn off database change notifications (db:<table> channels) "
+        "(env PGREALTIME_CHANGES=0)",
     )
     parser.add_argument(
         "--replication-slot",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
@@ -15,6 +14,7 @@ from pgrealtime.api.params import parse_body, parse_uuid
 from pgrealtime.channels import pattern_error
 from pgrealtime.revocation import revalidate_subscriptions
 from pgrealtime.timeutil import rfc3339
+from pgrealtime.webhooks.policy import validate_webhook_url
 
 routes = web.RouteTableDef()
 
@@ -54,23 +54,6 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def webhook_url_error(url: str) -> str | None:
-    """URLs that can never be delivered to are refused when the channel is saved."""
-    if len(url) > 2048:
-        return "webhook URL is longer than 2048 characters"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return f"webhook URL {url!r} is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return f"webhook URL {url!r} must use http or https"
-    if not parts.hostname:
-        return f"webhook URL {url!r} has no host"
-    if parts.username is not None or parts.password is not None:
-        return f"webhook URL {url!r} must not contain credentials"
-    return None
-
-
 def _check_fields(
     pattern: str | msgspec.UnsetType,
     description: str | msgspec.UnsetType | None,
@@ -88,7 +71,7 @@ def _check_fields(
         if len(webhook_urls) > MAX_WEBHOOK_URLS:
             raise bad_request(f"at most {MAX_WEBHOOK_URLS} webhook URLs", INVALID_REQUEST)
         for url in webhook_urls:
-            problem = webhook_url_error(url)
+            problem = validate_webhook_url(url)
             if problem is not None:
                 raise bad_request(problem, INVALID_REQUEST)
 

@@ -140,6 +140,7 @@ class EmbeddedPostgres:
                 "-c listen_addresses=''",
                 f"-c port={self.port}",
                 f"-c unix_socket_directories='{self.socket_dir}'",
+                "-c unix_socket_permissions=0700",  # only this user (and root) may connect
                 "-c wal_level=logical",
                 "-c max_replication_slots=16",
                 "-c max_wal_senders=16",

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from pgrealtime.auth import Authenticator, AuthError, Principal
+from pgrealtime.changes.filters import FilterError
+from pgrealtime.changes.visibility import SubscriptionDenied
 from pgrealtime.channels import channel_name_error
+from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.hub import Hub, Outbox
 from pgrealtime.publisher import Publisher, PublishRefused
 from pgrealtime.ws import frames
@@ -40,7 +43,8 @@ DB_UNAVAILABLE = (
 class Subscription:
     id: str
     channel: str
-    channel_id: str | None
+    channel_id: str | None  # the governing channel row; None for db: channels
+    table: TableSubscriber | None = None  # set for db: channels
 
 
 @dataclass
@@ -52,6 +56,7 @@ class SessionContext:
     publisher: Publisher
     pool: asyncpg.Pool
     max_frame_bytes: int
+    db_channels: DbChannels
 
 
 class Session:
@@ -143,14 +148,6 @@ class Session:
     async def on_subscribe(self, frame: frames.Subscribe) -> None:
         channel = frame.channel
         problem = channel_name_error(channel)
-        if channel.startswith("db:"):
-            self.send_error(
-                ErrorCode.CHANGES_UNAVAILABLE,
-                "Database change notifications are not enabled on this server",
-                frame.id,
-                channel,
-            )
-            return
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
             return
@@ -161,6 +158,9 @@ class Session:
             )
             return
         assert self.principal is not None
+        if channel.startswith("db:"):
+            await self.on_subscribe_table(frame)
+            return
         try:
             row = await self.ctx.pool.fetchrow(
                 AUTHORIZE_SUBSCRIBE_SQL, self.principal.role, self.principal.claims_json, channel
@@ -200,9 +200,49 @@ class Session:
             frame.id,
         )
 
+    async def on_subscribe_table(self, frame: frames.Subscribe) -> None:
+        """`db:<table>`: committed changes of that table the caller may SELECT."""
+        assert self.principal is not None
+        channel = frame.channel
+        try:
+            table = await self.ctx.db_channels.subscribe(
+                self.principal, channel, frame.filter, self.outbox
+            )
+        except ChangesUnavailable as exc:
+            self.send_error(ErrorCode.CHANGES_UNAVAILABLE, str(exc), frame.id, channel)
+            return
+        except (FilterError, SubscriptionDenied) as exc:
+            self.send_error(exc.code, str(exc), frame.id, channel)
+            return
+        except DB_UNAVAILABLE as exc:
+            log.warning("db subscribe failed: %s", exc)
+            self.send_error(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "Failed to subscribe to channel: the database is unavailable",
+                frame.id,
+                channel,
+            )
+            return
+        if self.outbox.closed or channel in self.subscriptions:
+            self.ctx.db_channels.unsubscribe(table)
+            return
+        subscription = Subscription(uuid.uuid4().hex, channel, None, table)
+        self.subscriptions[channel] = subscription
+        self.reply(
+            {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id},
+            frame.id,
+        )
+
+    def _release(self, subscription: Subscription) -> None:
+        if subscription.table is not None:
+            self.ctx.db_channels.unsubscribe(subscription.table)
+        else:
+            self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
+
     def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
-        if self.subscriptions.pop(frame.channel, None) is not None:
-            self.ctx.hub.unsubscribe(frame.channel, self.outbox)
+        subscription = self.subscriptions.pop(frame.channel, None)
+        if subscription is not None:
+            self._release(subscription)
         self.reply({"type": "unsubscribed", "channel": frame.channel}, frame.id)
 
     def on_publish(self, frame: frames.Publish) -> None:
@@ -211,6 +251,14 @@ class Session:
             self.send_error(
                 ErrorCode.NOT_SUBSCRIBED,
                 "Must subscribe to channel before publishing messages",
+                frame.id,
+                channel,
+            )
+            return
+        if channel.startswith("db:"):
+            self.send_error(
+                ErrorCode.INVALID_CHANNEL,
+                "db: channels carry database changes; they cannot be published to",
                 frame.id,
                 channel,
             )
@@ -271,14 +319,15 @@ class Session:
     # -- lifecycle ------------------------------------------------------------
     def end_subscription(self, channel: str, reason: str) -> None:
         """The server ends a subscription (channel deleted or disabled) and says why."""
-        if self.subscriptions.pop(channel, None) is None:
+        subscription = self.subscriptions.pop(channel, None)
+        if subscription is None:
             return
-        self.ctx.hub.unsubscribe(channel, self.outbox)
+        self._release(subscription)
         self.send_error(ErrorCode.SUBSCRIPTION_ENDED, reason, None, channel)
 
     def drop_all_subscriptions(self) -> None:
-        for channel in list(self.subscriptions):
-            self.ctx.hub.unsubscribe(channel, self.outbox)
+        for subscription in self.subscriptions.values():
+            self._release(subscription)
         self.subscriptions.clear()
 
     def close(self, code: int, reason: str) -> None:

@@ -1,0 +1,105 @@
+"""`db:<table>` subscriptions: who listens to which table, and delivering change batches.
+
+The change feed hands over committed batches in commit order; routing (filters and
+row-level security, one query per batch per table) lives in pgrealtime.changes. Each
+change's frame is encoded once and written to every subscriber allowed to see it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pgrealtime.auth import Principal
+from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.filters import ChangeFilter
+from pgrealtime.changes.model import RowChange
+from pgrealtime.changes.visibility import authorize_subscription, route_batch
+from pgrealtime.hub import Outbox
+from pgrealtime.ws.frames import websocket_text_frame
+
+log = logging.getLogger(__name__)
+
+
+class ChangesUnavailable(Exception):
+    """Change notifications are off on this server; the message says why."""
+
+
+@dataclass(eq=False)
+class TableSubscriber:
+    role: str
+    claims: str
+    filter: ChangeFilter
+    outbox: Outbox
+    key: tuple[str, str] = field(default=("", ""))
+
+
+class DbChannels:
+    def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed | None, publication: str) -> None:
+        self.pool = pool
+        self.feed = feed
+        self.publication = publication
+        self._by_table: dict[tuple[str, str], set[TableSubscriber]] = {}
+
+    def unavailable_reason(self) -> str | None:
+        if self.feed is None:
+            return "Database change notifications are not enabled on this server"
+        status = self.feed.status()
+        if not status.get("enabled"):
+            return f"Database change notifications are off: {status.get('reason')}"
+        return None
+
+    async def subscribe(
+        self, principal: Principal, channel: str, raw_filter: Any, outbox: Outbox
+    ) -> TableSubscriber:
+        """Authorize and register; raises ChangesUnavailable, FilterError or
+        SubscriptionDenied (each with a `code` for the error frame)."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ChangesUnavailable(reason)
+        table = await authorize_subscription(
+            self.pool,
+            principal.role,
+            principal.claims_json,
+            channel,
+            raw_filter,
+            publication=self.publication,
+        )
+        subscriber = TableSubscriber(
+            principal.role, principal.claims_json, table.filter, outbox, (table.schema, table.table)
+        )
+        self._by_table.setdefault(subscriber.key, set()).add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: TableSubscriber) -> None:
+        subscribers = self._by_table.get(subscriber.key)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._by_table[subscriber.key]
+
+    def _candidates(self, schema: str, table: str) -> Sequence[TableSubscriber]:
+        return [s for s in self._by_table.get((schema, table), ()) if not s.outbox.closed]
+
+    async def deliver(self, changes: list[RowChange]) -> None:
+        """Route one batch; returning acknowledges it to the feed."""
+        if not self._by_table:
+            return
+        for delivery in await route_batch(self.pool, changes, self._candidates):
+            frame = websocket_text_frame(
+                orjson.dumps(
+                    {
+                        "type": "message",
+                        "channel": delivery.channel,
+                        "event": delivery.change.event,
+                        "payload": delivery.payload,
+                    }
+                )
+            )
+            for subscriber in delivery.subscribers:
+                subscriber.outbox.send(frame)

@@ -1,0 +1,40 @@
+"""The message payload of one change, exactly as the specification shows it."""
+
+from __future__ import annotations
+
+from pgrealtime.changes.model import RowChange
+from pgrealtime.changes.payload import build_payload
+
+
+def change(event: str, new: dict | None, old: dict | None) -> RowChange:
+    return RowChange(
+        schema="public",
+        table="posts",
+        event=event,  # type: ignore[arg-type]
+        commit_timestamp="2024-01-15T10:30:00Z",
+        lsn=1,
+        xid=1,
+        new=new,
+        old=old,
+        key={"id": "1"},
+    )
+
+
+def test_payload_shape_and_order() -> None:
+    payload = build_payload(change("INSERT", {"id": 1, "title": "New Post"}, None))
+    assert list(payload) == ["schema", "table", "commit_timestamp", "eventType", "new", "old"]
+    assert payload == {
+        "schema": "public",
+        "table": "posts",
+        "commit_timestamp": "2024-01-15T10:30:00Z",
+        "eventType": "INSERT",
+        "new": {"id": 1, "title": "New Post"},
+        "old": None,
+    }
+
+
+def test_delete_key_only_old() -> None:
+    c = change("DELETE", None, {"id": 1, "title": "Deleted Post", "owner": "a"})
+    assert build_payload(c)["old"] == {"id": 1, "title": "Deleted Post", "owner": "a"}
+    assert build_payload(c, key_only_old=True)["old"] == {"id": 1}
+    assert build_payload(c)["new"] is None
