@@ -166,13 +166,7 @@ class Session:
                 AUTHORIZE_SUBSCRIBE_SQL, self.principal.role, self.principal.claims_json, channel
             )
         except DB_UNAVAILABLE as exc:
-            log.warning("subscribe check failed: %s", exc)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "Failed to subscribe to channel: the database is unavailable",
-                frame.id,
-                channel,
-            )
+            self._subscribe_unavailable(exc, frame.id, channel)
             return
         if row["status"] == "no_channel":
             self.send_error(
@@ -200,6 +194,17 @@ class Session:
             frame.id,
         )
 
+    def _subscribe_unavailable(
+        self, exc: BaseException, request_id: str | int | None, channel: str
+    ) -> None:
+        log.warning("subscribe check failed: %s", exc)
+        self.send_error(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "Failed to subscribe to channel: the database is unavailable",
+            request_id,
+            channel,
+        )
+
     async def on_subscribe_table(self, frame: frames.Subscribe) -> None:
         """`db:<table>`: committed changes of that table the caller may SELECT."""
         assert self.principal is not None
@@ -215,13 +220,7 @@ class Session:
             self.send_error(exc.code, str(exc), frame.id, channel)
             return
         except DB_UNAVAILABLE as exc:
-            log.warning("db subscribe failed: %s", exc)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "Failed to subscribe to channel: the database is unavailable",
-                frame.id,
-                channel,
-            )
+            self._subscribe_unavailable(exc, frame.id, channel)
             return
         if self.outbox.closed or channel in self.subscriptions:
             self.ctx.db_channels.unsubscribe(table)
