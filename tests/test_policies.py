@@ -93,3 +93,30 @@ async def test_most_specific_channel_governs(server: Server) -> None:
     # the exact channel governs team:red:lead and its policy refuses, though team:* allows
     assert (await client.subscribe("team:red:lead"))["code"] == "REALTIME_UNAUTHORIZED"
     assert exact["pattern"] == "team:red:lead"
+
+
+async def test_subscribe_checks_in_one_batch_are_each_their_callers_own(server: Server) -> None:
+    """Many subscribes at once share round trips, yet each is checked under its own
+    caller's claims: owners get in, everyone else is refused, whatever the mix."""
+    import asyncio
+
+    await server.db.execute(SCHEMA)
+    await server.create_channel("order:%")
+    users = [str(uuid.uuid4()) for _ in range(40)]
+    orders = [str(uuid.uuid4()) for _ in users]
+    await server.db.executemany(
+        "INSERT INTO orders VALUES ($1, $2)",
+        [(uuid.UUID(o), uuid.UUID(u)) for o, u in zip(orders, users, strict=True)],
+    )
+    clients = [await server.connect(server.token(sub=u)) for u in users]
+    checks = server.app["session_context"].subscribe_checks
+    before = checks.round_trips
+    # client i asks for its own order when i is even, for its neighbour's when odd
+    wanted = [orders[i] if i % 2 == 0 else orders[(i + 1) % len(orders)] for i in range(40)]
+    replies = await asyncio.gather(
+        *(c.subscribe(f"order:{o}") for c, o in zip(clients, wanted, strict=True))
+    )
+    for i, reply in enumerate(replies):
+        expected = "subscribed" if i % 2 == 0 else "error"
+        assert reply["type"] == expected, (i, reply)
+    assert checks.round_trips - before < len(clients)  # batched

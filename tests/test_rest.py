@@ -13,7 +13,7 @@ CHANNEL_FIELDS = {"id", "pattern", "description", "webhookUrls", "enabled", "cre
                   "updatedAt"}  # fmt: skip
 MESSAGE_FIELDS = {"id", "eventName", "channelId", "channelName", "payload", "senderType",
                   "senderId", "wsAudienceCount", "whAudienceCount", "whDeliveredCount",
-                  "createdAt"}  # fmt: skip
+                  "createdAt", "position"}  # fmt: skip
 
 
 async def test_channel_crud(server: Server) -> None:

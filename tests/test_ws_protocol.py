@@ -30,6 +30,7 @@ async def test_auth_subscribe_publish_receive(server: Server) -> None:
     published = await alice.publish("order:123", "order.updated", payload)
     assert published["type"] == "published"
     assert published["channel"] == "order:123" and published["event"] == "order.updated"
+    assert published["position"] == 1  # the first message of this channel name
     uuid.UUID(published["messageId"])
 
     for client in (alice, bob):
@@ -43,6 +44,7 @@ async def test_auth_subscribe_publish_receive(server: Server) -> None:
             "senderId": user,
             "senderType": "user",
             "timestamp": message["timestamp"],
+            "position": 1,
         }
         assert message["timestamp"].endswith("Z")
 
@@ -274,3 +276,16 @@ async def test_expired_token_closes_the_connection(server: Server) -> None:
     assert err["code"] == "TOKEN_EXPIRED"
     msg = await client.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and client.ws.close_code == 4001
+
+
+async def test_an_unexpected_failure_costs_one_frame_not_the_connection(server: Server) -> None:
+    """A database that fails a subscribe in a way nobody planned for (here: its batch
+    function was dropped) answers INTERNAL_ERROR; the connection keeps working."""
+    await server.create_channel("room")
+    client = await server.connect(server.token())
+    await client.subscribe("room")
+    await server.db.execute("ALTER FUNCTION realtime.authorize_subscribe_batch RENAME TO gone")
+    reply = await client.subscribe("other")
+    assert reply["code"] == "INTERNAL_ERROR", reply
+    assert (await client.request({"type": "ping"}))["type"] == "pong"
+    assert (await client.publish("room", "e", {}))["type"] == "published"

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
 
-from pgrealtime.api import channels, health, messages, openapi, permissions
+from pgrealtime.api import channels, health, messages, openapi, permissions, tables
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
@@ -23,13 +24,26 @@ from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.delivery import Delivery
 from pgrealtime.hub import Hub
 from pgrealtime.listener import Listener
+from pgrealtime.messages import StoredMessage
 from pgrealtime.publisher import Publisher
+from pgrealtime.ratelimit import ConnectionLimits
 from pgrealtime.retention import retention_loop
+from pgrealtime.subscribe_checks import SubscribeChecks
+from pgrealtime.revocation import Revalidator
 from pgrealtime.webhooks import WebhookWorker
-from pgrealtime.ws.endpoint import CLOSE_GOING_AWAY, Sessions, realtime_endpoint
+from pgrealtime.ws.endpoint import (
+    CLOSE_GOING_AWAY,
+    SHUTDOWN_REASON,
+    Sessions,
+    realtime_endpoint,
+)
 from pgrealtime.ws.session import SessionContext
 
 log = logging.getLogger(__name__)
+
+# How long shutdown waits for publishes in flight (each is one batched INSERT; only
+# an unreachable database makes this long) before closing connections anyway.
+SHUTDOWN_PUBLISH_GRACE_SECONDS = 10.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -42,9 +56,23 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """On release: our statements leave no session state behind (settings and roles
+    are transaction-local, listeners removed by whoever added them), so skip asyncpg's
+    default reset, a round trip on every release, unless a transaction was left open."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def open_pool(url: str, size: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=_init_connection, command_timeout=30
+        url,
+        min_size=1,
+        max_size=size,
+        init=_init_connection,
+        command_timeout=30,
+        timeout=5,  # connecting: an unreachable database is an error soon, not a hang
+        reset=_reset_connection,
     )
 
 
@@ -65,6 +93,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.add_routes(channels.routes)
     app.add_routes(messages.routes)
     app.add_routes(permissions.routes)
+    app.add_routes(tables.routes)
     app.add_routes(openapi.routes)
     webhook_routes.add_routes(app)
     app["openapi_extra_paths"] = webhook_routes.OPENAPI_PATHS
@@ -85,10 +114,13 @@ async def _database(app: web.Application):
         await conn.close()
     pool = await open_pool(url, settings.db_pool_size)
     app["pool"] = pool
-    hub = Hub(settings.send_buffer_bytes)
+    hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
     delivery = Delivery(hub, pool)
     delivery.start()
-    publisher = Publisher(pool, delivery, app["origin"])
+    # each publish lane keeps its own connection (no pool round trip per batch)
+    publisher = DrainingPublisher(pool, delivery, app["origin"], dsn=url)
+    await publisher.start()
+    app["publisher"] = publisher
     feed = None
     if settings.changes:
         feed = ChangeFeed(url, slot=settings.replication_slot, publication=settings.publication)
@@ -110,8 +142,17 @@ async def _database(app: web.Application):
         pool=pool,
         max_frame_bytes=settings.max_frame_bytes,
         db_channels=db_channels,
+        delivery=delivery,
+        subscribe_checks=SubscribeChecks(pool),
+        max_recover=settings.max_recover,
+        limits=ConnectionLimits(
+            publish_rate=settings.publish_rate,
+            publish_burst=settings.publish_burst,
+            max_subscriptions=settings.max_subscriptions,
+        ),
     )
-    listener = Listener(url, delivery, app["origin"])
+    revalidator = Revalidator(app)
+    listener = Listener(url, delivery, app["origin"], on_channels_changed=revalidator.request)
     listener.start()
     app["listener"] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
@@ -124,9 +165,11 @@ async def _database(app: web.Application):
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await listener.stop()
+    await revalidator.stop()
     if feed is not None:
         await feed.stop()
     await delivery.stop()
+    await publisher.close()
     await pool.close()
 
 
@@ -134,7 +177,44 @@ def _spawn(app: web.Application, factory: Callable) -> None:
     app["background"].append(asyncio.create_task(factory()))
 
 
+class DrainingPublisher(Publisher):
+    """A Publisher that counts the publishes in flight, so that shutdown can wait
+    until each one is stored, fanned out and answered before closing connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def publish(self, *args: Any, **kwargs: Any) -> StoredMessage:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await super().publish(*args, **kwargs)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Return when no publish is in flight and every reply is queued."""
+        await self._idle.wait()
+        # The session's done-callback that queues `published` was scheduled after the
+        # last publish woke us: one more tick and every reply is in its outbox.
+        await asyncio.sleep(0)
+
+
 async def _close_websockets(app: web.Application) -> None:
-    """Tell every client we are going away (1001) before the server stops."""
-    for session in list(app["sessions"].live):
-        session.close(CLOSE_GOING_AWAY, "server shutting down")
+    """Close the WebSocket side in order (aiohttp has already stopped listening):
+    act on no new frame, let the publishes in flight be stored, fanned out and
+    answered, then close every connection with 1001 after what is queued for it."""
+    sessions: Sessions = app["sessions"]
+    sessions.draining = True
+    publisher: DrainingPublisher | None = app.get("publisher")
+    if publisher is not None:
+        try:
+            await asyncio.wait_for(publisher.drained(), SHUTDOWN_PUBLISH_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("shutting down with %d publishes unanswered", publisher.in_flight)
+    sessions.close_all(CLOSE_GOING_AWAY, SHUTDOWN_REASON)

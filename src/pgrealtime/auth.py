@@ -9,7 +9,9 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import jwt
 import orjson
@@ -18,6 +20,7 @@ from pgrealtime.config import API_KEY_PREFIX
 
 ROLES = ("anon", "authenticated", "project_admin")
 ADMIN_ROLE = "project_admin"
+VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts a new one)
 
 
 class AuthError(Exception):
@@ -40,9 +43,9 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == ADMIN_ROLE
 
-    @property
+    @cached_property
     def claims_json(self) -> str:
-        """The claims as PostgreSQL sees them in `request.jwt.claims`."""
+        """The claims as PostgreSQL sees them in `request.jwt.claims` (encoded once)."""
         return orjson.dumps(self.claims).decode()
 
 
@@ -62,6 +65,9 @@ class Authenticator:
     def __init__(self, jwt_secret: str, api_key: str) -> None:
         self._secret = jwt_secret
         self._api_key = api_key.encode()
+        # Tokens already verified: a reconnect storm often repeats the same tokens, and
+        # an HMAC check plus JSON decoding is most of an `auth` frame's cost.
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def authenticate(self, credential: str) -> Principal:
         """A token or API key -> Principal, or AuthError with a precise code."""
@@ -71,7 +77,17 @@ class Authenticator:
             if hmac.compare_digest(credential.encode(), self._api_key):
                 return Principal(role=ADMIN_ROLE, claims={"role": ADMIN_ROLE})
             raise AuthError("INVALID_API_KEY", "Invalid API key")
-        return self._verify_jwt(credential)
+        cached = self._verified.get(credential)
+        if cached is not None:
+            if cached.expires_at is not None and cached.expires_at <= time.time():
+                del self._verified[credential]
+                raise AuthError("TOKEN_EXPIRED", "Invalid token: expired")
+            return cached
+        principal = self._verify_jwt(credential)
+        self._verified[credential] = principal
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
 
     def _verify_jwt(self, token: str) -> Principal:
         try:
@@ -96,15 +112,28 @@ class Authenticator:
         if sub is not None and not _is_uuid(sub):
             sub = None
         claims = {**claims, "role": role}
-        if role != "authenticated":
+        if role == "authenticated":
+            # the canonical form, so auth.uid() in policies is the user id the server
+            # reports ("{...}", "urn:uuid:..." and bare hex are UUIDs to Python only)
+            claims["sub"] = str(uuid.UUID(sub))
+        else:
             claims.pop("sub", None)  # as InsForge: only authenticated callers carry sub
         exp = claims.get("exp")
-        return Principal(
+        principal = Principal(
             role=role,
-            user_id=str(uuid.UUID(sub)) if role == "authenticated" else None,
+            user_id=claims["sub"] if role == "authenticated" else None,
             claims=claims,
             expires_at=float(exp) if isinstance(exp, int | float) else None,
         )
+        try:  # the claims must reach PostgreSQL: encodable, and readable as jsonb
+            claims_json = principal.claims_json
+        except TypeError as exc:  # integers beyond 64 bits
+            raise AuthError(
+                "INVALID_TOKEN", f"Invalid token: claims cannot be encoded: {exc}"
+            ) from exc
+        if "\\u0000" in claims_json:
+            raise AuthError("INVALID_TOKEN", "Invalid token: claims must not contain U+0000")
+        return principal
 
 
 def mint_token(

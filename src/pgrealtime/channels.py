@@ -13,8 +13,8 @@ WILDCARDS = ("*", "%")
 MAX_PATTERN_LENGTH = 255
 MAX_CHANNEL_LENGTH = 255
 # Letters, digits and the separators channel names use in practice.
-_ALLOWED = re.compile(r"^[A-Za-z0-9:._\-/@#=+*%]+$")
-_CHANNEL_ALLOWED = re.compile(r"^[A-Za-z0-9:._\-/@#=+]+$")
+_ALLOWED = re.compile(r"[A-Za-z0-9:._\-/@#=+*%]+")
+_CHANNEL_ALLOWED = re.compile(r"[A-Za-z0-9:._\-/@#=+]+")
 
 
 def pattern_error(pattern: object) -> str | None:
@@ -23,7 +23,7 @@ def pattern_error(pattern: object) -> str | None:
         return "pattern must be a non-empty string"
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"pattern must be at most {MAX_PATTERN_LENGTH} characters"
-    if not _ALLOWED.match(pattern):
+    if not _ALLOWED.fullmatch(pattern):  # not match(): `$` accepts a final newline
         return (
             "pattern may contain only letters, digits, the separators : . _ - / @ # = + "
             "and the wildcard * (or %)"
@@ -44,7 +44,7 @@ def channel_name_error(name: object) -> str | None:
         return "channel must be a non-empty string"
     if len(name) > MAX_CHANNEL_LENGTH:
         return f"channel must be at most {MAX_CHANNEL_LENGTH} characters"
-    if not _CHANNEL_ALLOWED.match(name):
+    if not _CHANNEL_ALLOWED.fullmatch(name):
         return "channel may contain only letters, digits and the separators : . _ - / @ # = +"
     return None
 

@@ -37,17 +37,22 @@ Every flag can also be set with a PGREALTIME_* environment variable (see --help 
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
-    """The configured PostgreSQL URL, or an embedded server for the duration."""
+    """The configured PostgreSQL URL, or the embedded server of the data directory for
+    the duration. An embedded server that was already running (a `pgrealtime serve`
+    using it) is left running afterwards."""
     if settings.database_url:
         yield settings.database_url
         return
     embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
-    print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
+    was_running = (embedded.pgdata / "postmaster.pid").exists() and embedded.is_running()
+    if not was_running:
+        print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
     url = embedded.start()
     try:
         yield url
     finally:
-        embedded.stop()
+        if not was_running:
+            embedded.stop()
 
 
 def _raise_fd_limit() -> None:
@@ -168,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email", help="optional email claim")
     token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=cmd_token)
+
+    from pgrealtime.changes.admin import add_replica_identity_parser
+
+    add_replica_identity_parser(commands)
 
     from pgrealtime.bench import add_bench_parser
 

@@ -17,6 +17,9 @@ from pgrealtime.db.embedded import default_data_dir
 
 API_KEY_PREFIX = "ik_"
 SECRETS_FILE = "secrets.json"
+DEFAULT_PUBLISH_RATE = 100.0  # publishes per second per connection
+DEFAULT_PUBLISH_BURST = 200.0
+DEFAULT_MAX_SUBSCRIPTIONS = 100  # per connection
 
 
 @dataclass
@@ -30,7 +33,15 @@ class Settings:
     embedded_port: int = 54329
     max_frame_bytes: int = 1024 * 1024
     send_buffer_bytes: int = 4 * 1024 * 1024
+    # 0: flush every event-loop tick; >0: join frames for up to this long (see hub.py)
+    flush_interval_ms: float = 0.0
+    max_recover: int = 10_000
     heartbeat_seconds: float = 30.0
+    # Per-connection limits, 0 = unlimited. Off when Settings is built in code (tests,
+    # embedding); `serve` applies the DEFAULT_* values above unless told otherwise.
+    publish_rate: float = 0.0  # publishes per second
+    publish_burst: float = DEFAULT_PUBLISH_BURST
+    max_subscriptions: int = 0
     retention_interval_seconds: float = 3600.0
     db_pool_size: int = 10
     log_level: str = "info"
@@ -40,6 +51,7 @@ class Settings:
     webhook_allowed_hosts: list[str] = field(default_factory=list)
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 24.0
+    webhook_per_host_concurrency: int = 32
     changes: bool = True
     replication_slot: str = "pgrealtime"
     publication: str = "pgrealtime"
@@ -115,11 +127,49 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "(env PGREALTIME_SEND_BUFFER_BYTES, default 4 MiB)",
     )
     parser.add_argument(
+        "--flush-interval-ms",
+        type=float,
+        default=float(_env("PGREALTIME_FLUSH_INTERVAL_MS") or 0),
+        help="write to each connection at most once per this many ms, joining the frames "
+        "queued meanwhile: less CPU for busy channels, up to this much added latency; "
+        "0 writes at the end of every event-loop tick "
+        "(env PGREALTIME_FLUSH_INTERVAL_MS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-recover",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_RECOVER") or 10_000),
+        help="most messages sent from history to a client resuming with `since`; "
+        "beyond it the client is told recovered=false (env PGREALTIME_MAX_RECOVER, "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--heartbeat-seconds",
         type=float,
         default=float(_env("PGREALTIME_HEARTBEAT_SECONDS") or 30),
-        help="WebSocket ping interval; a peer that misses a pong is dropped "
+        help="WebSocket ping interval; a peer that misses a pong is dropped; 0 turns it off "
         "(env PGREALTIME_HEARTBEAT_SECONDS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--publish-rate",
+        type=float,
+        default=float(_env("PGREALTIME_PUBLISH_RATE") or DEFAULT_PUBLISH_RATE),
+        help="publishes per second one connection may sustain; more get RATE_LIMITED; "
+        "0 = unlimited (env PGREALTIME_PUBLISH_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--publish-burst",
+        type=float,
+        default=float(_env("PGREALTIME_PUBLISH_BURST") or DEFAULT_PUBLISH_BURST),
+        help="publishes one connection may send back to back after a quiet spell "
+        "(env PGREALTIME_PUBLISH_BURST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-subscriptions",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_SUBSCRIPTIONS") or DEFAULT_MAX_SUBSCRIPTIONS),
+        help="channels one connection may be subscribed to at once; 0 = unlimited "
+        "(env PGREALTIME_MAX_SUBSCRIPTIONS, default %(default)s)",
     )
     parser.add_argument(
         "--retention-interval-seconds",
@@ -178,6 +228,13 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "(env PGREALTIME_WEBHOOK_RETRY_HOURS, default 24)",
     )
     parser.add_argument(
+        "--webhook-per-host-concurrency",
+        type=int,
+        default=int(_env("PGREALTIME_WEBHOOK_PER_HOST_CONCURRENCY") or 32),
+        help="webhook requests in flight to one host, at most 128 "
+        "(env PGREALTIME_WEBHOOK_PER_HOST_CONCURRENCY, default 32)",
+    )
+    parser.add_argument(
         "--no-changes",
         dest="changes",
         action="store_false",
@@ -207,7 +264,28 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if settings.api_key is not None and not settings.api_key.startswith(API_KEY_PREFIX):
         raise SystemExit(f"error: the API key must start with {API_KEY_PREFIX!r}")
+    problem = limits_error(settings)
+    if problem is not None:
+        raise SystemExit(f"error: {problem}")
     return settings
+
+
+def limits_error(settings: Settings) -> str | None:
+    """Why the connection limits make no sense, caught at start rather than at the
+    first client (0 means off where that is allowed)."""
+    if settings.max_frame_bytes < 1:
+        return "--max-frame-bytes must be at least 1"
+    if settings.heartbeat_seconds < 0:
+        return "--heartbeat-seconds must be 0 (off) or more"
+    if settings.publish_rate < 0:
+        return "--publish-rate must be 0 (unlimited) or more"
+    if settings.publish_rate > 0 and settings.publish_burst < 1:
+        return "--publish-burst must be at least 1"
+    if settings.max_subscriptions < 0:
+        return "--max-subscriptions must be 0 (unlimited) or more"
+    if settings.flush_interval_ms < 0:
+        return "--flush-interval-ms must be 0 (every event-loop tick) or more"
+    return None
 
 
 def ensure_secrets(settings: Settings) -> list[str]:

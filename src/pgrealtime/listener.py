@@ -3,8 +3,10 @@ application's trigger, or another server process.
 
 A NOTIFY carries '<id>:<origin>'; the row is read from PostgreSQL, the source of
 truth. NOTIFY is only a wake-up: if the listening connection drops, the server
-reconnects with backoff for as long as it takes and then reads what was committed
-meanwhile from the table, so nothing is lost and nothing is delivered twice.
+reconnects with backoff for as long as it takes and then reads, for every channel
+someone here watches, the positions past the last one handed out, so nothing is
+lost; Delivery drops any position it has already handed out, so nothing is
+delivered twice.
 """
 
 from __future__ import annotations
@@ -13,34 +15,44 @@ import asyncio
 import contextlib
 import logging
 import random
-from datetime import datetime, timedelta
+from collections.abc import Callable
 
 import asyncpg
 
 from pgrealtime.delivery import Delivery
-from pgrealtime.messages import stored_message_from_row
+from pgrealtime.messages import SELECT_MESSAGES, stored_message_from_row
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "realtime_message"
-CATCH_UP_MARGIN = timedelta(seconds=60)  # transactions that began before the drop
-
-SELECT_MESSAGES = (
-    "SELECT id, channel_id, channel_name, event_name, payload::text AS payload_text,"
-    " sender_type, sender_id, created_at, seq FROM realtime.messages"
+CHANNELS_CHANGED = "realtime_channels"  # a channel row was created, changed or deleted
+CATCH_UP_SQL = (
+    SELECT_MESSAGES + " WHERE (channel_name, position) IN ("
+    "SELECT m.channel_name, m.position FROM realtime.messages m"
+    " JOIN unnest($1::text[], $2::bigint[]) AS w(name, after)"
+    " ON m.channel_name = w.name AND m.position > w.after)"
+    " ORDER BY channel_name, position"
 )
 
 
 class Listener:
-    def __init__(self, url: str, delivery: Delivery, origin: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        delivery: Delivery,
+        origin: str,
+        on_channels_changed: Callable[[], None] | None = None,
+    ) -> None:
         self.url = url
         self.delivery = delivery
         self.origin = origin
+        self.on_channels_changed = on_channels_changed
         self.connected = asyncio.Event()
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._lost_at: datetime | None = None
+        self._lost = False
+        self.outages = 0  # connections lost since start
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="listener")
@@ -53,10 +65,14 @@ class Listener:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         message_id, _, origin = payload.partition(":")
-        if origin == self.origin or self.delivery.seen(message_id):
+        if origin == self.origin:
             return
         self._pending.append(message_id)
         self._wake.set()
+
+    def _on_channels_changed(self, *_args: object) -> None:
+        if self.on_channels_changed is not None:
+            self.on_channels_changed()
 
     async def _run(self) -> None:
         delay = 0.2
@@ -65,12 +81,14 @@ class Listener:
             try:
                 conn = await asyncpg.connect(self.url)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
-                if self._lost_at is not None:
-                    await self._catch_up(conn, self._lost_at - CATCH_UP_MARGIN)
-                    log.info("listener reconnected; caught up since %s", self._lost_at)
-                self._lost_at = None
+                await conn.add_listener(CHANNELS_CHANGED, self._on_channels_changed)
+                if self._lost:
+                    caught_up = await self._catch_up(conn)
+                    log.info("listener reconnected; %d messages caught up", caught_up)
+                    self._on_channels_changed()  # changes made meanwhile went unheard
+                self._lost = False
                 self.connected.set()
                 delay = 0.2
                 await self._deliver_loop(conn, lost)
@@ -80,8 +98,9 @@ class Listener:
                 log.warning("listener connection lost: %s", exc)
             finally:
                 self.connected.clear()
-                if self._lost_at is None:
-                    self._lost_at = datetime.now().astimezone()
+                if not self._lost:
+                    self._lost = True
+                    self.outages += 1
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 2)
@@ -99,13 +118,20 @@ class Listener:
             ids, self._pending = self._pending, []
             if ids:
                 rows = await conn.fetch(
-                    SELECT_MESSAGES + " WHERE id = ANY($1::uuid[]) ORDER BY seq", ids
+                    SELECT_MESSAGES + " WHERE id = ANY($1::uuid[]) ORDER BY position", ids
                 )
                 for row in rows:
                     self.delivery.deliver(stored_message_from_row(row))
         raise ConnectionError("listener connection terminated")
 
-    async def _catch_up(self, conn: asyncpg.Connection, since: datetime) -> None:
-        rows = await conn.fetch(SELECT_MESSAGES + " WHERE created_at >= $1 ORDER BY seq", since)
+    async def _catch_up(self, conn: asyncpg.Connection) -> int:
+        """Everything committed past what each watched channel has seen here."""
+        watched = self.delivery.tracked()
+        if not watched:
+            return 0
+        rows = await conn.fetch(
+            CATCH_UP_SQL, [channel for channel, _ in watched], [after for _, after in watched]
+        )
         for row in rows:
             self.delivery.deliver(stored_message_from_row(row))
+        return len(rows)

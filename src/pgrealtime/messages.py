@@ -11,6 +11,12 @@ import orjson
 from pgrealtime.timeutil import rfc3339
 from pgrealtime.ws.frames import websocket_text_frame
 
+# Columns every reader of stored messages needs, the payload as JSON text.
+SELECT_MESSAGES = (
+    "SELECT id, channel_id, channel_name, event_name, payload::text AS payload_text,"
+    " sender_type, sender_id, created_at, seq, position FROM realtime.messages"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
@@ -23,6 +29,7 @@ class StoredMessage:
     sender_id: str | None
     created_at: datetime
     seq: int
+    position: int  # 1, 2, 3, ... per channel name, in commit order
 
     def frame(self) -> bytes:
         """The `message` frame, encoded once and shared by every subscriber."""
@@ -36,6 +43,7 @@ class StoredMessage:
                 "senderId": self.sender_id,
                 "senderType": self.sender_type,
                 "timestamp": rfc3339(self.created_at),
+                "position": self.position,
             }
         )
         return websocket_text_frame(body)
@@ -53,4 +61,5 @@ def stored_message_from_row(row: Any) -> StoredMessage:
         sender_id=str(row["sender_id"]) if row["sender_id"] else None,
         created_at=row["created_at"],
         seq=row["seq"],
+        position=row["position"],
     )

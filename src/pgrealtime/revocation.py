@@ -7,9 +7,16 @@ gone or different is ended with a frame that says why.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
 from aiohttp import web
 
 from pgrealtime.channels import most_specific
+
+log = logging.getLogger(__name__)
 
 
 async def revalidate_subscriptions(app: web.Application) -> int:
@@ -31,3 +38,36 @@ async def revalidate_subscriptions(app: web.Application) -> int:
             )
             ended += 1
     return ended
+
+
+class Revalidator:
+    """Runs `revalidate_subscriptions` when told that channels changed elsewhere (a
+    NOTIFY from another process or from SQL); changes that arrive during a run are
+    folded into one more run."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._task: asyncio.Task | None = None
+        self._again = False
+
+    def request(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name="revalidate-subscriptions")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await revalidate_subscriptions(self.app)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("subscriptions not re-checked after a channel change: %s", exc)
+            if not self._again:
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

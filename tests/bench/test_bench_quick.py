@@ -64,6 +64,7 @@ def check(scenario: str, run: dict, kind: str) -> None:
                 "ack_latency",
                 "server_cpu_us_per_delivery",
                 "server_cpu_pct",
+                "server_sys_pct",
                 "missing_after_drain",
             ):
                 assert field in step

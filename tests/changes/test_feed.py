@@ -348,15 +348,56 @@ async def test_realtime_schema_is_skipped_and_position_advances(started, db) -> 
             await asyncio.sleep(0.1)
 
 
-async def test_truncate_does_not_break_the_stream(started, db) -> None:
+async def test_truncate_is_a_change_without_rows(started, db) -> None:
     _, collector = started
     await db.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    await publish(db, "t")
+    await db.execute("CREATE TABLE u (id int PRIMARY KEY)")
+    await db.execute("CREATE TABLE unpublished (id int PRIMARY KEY)")
+    await publish(db, "t", "u")
     await db.execute("INSERT INTO t VALUES (1)")
     await db.execute("TRUNCATE t")
     await db.execute("INSERT INTO t VALUES (2)")
+    await db.execute("TRUNCATE t, u, unpublished")  # one message naming the tables
+    changes = await collector.wait_for(5)
+    await collector.quiet(0.3)
+    assert [(c.event, c.table) for c in changes] == [
+        ("INSERT", "t"),
+        ("TRUNCATE", "t"),
+        ("INSERT", "t"),
+        ("TRUNCATE", "t"),
+        ("TRUNCATE", "u"),
+    ]
+    truncate = changes[1]
+    assert (truncate.new, truncate.old, truncate.key) == (None, None, {})
+    assert changes[0].lsn < truncate.lsn < changes[2].lsn
+    assert changes[3].xid == changes[4].xid and changes[3].lsn == changes[4].lsn
+    payload = build_payload(truncate)
+    assert payload == {
+        "schema": "public",
+        "table": "t",
+        "commit_timestamp": truncate.commit_timestamp,
+        "eventType": "TRUNCATE",
+        "new": None,
+        "old": None,
+    }
+    assert RFC3339_UTC.match(payload["commit_timestamp"])
+
+
+async def test_truncate_of_a_partitioned_table(started, db) -> None:
+    _, collector = started
+    await db.execute(
+        """
+        CREATE TABLE m (id int PRIMARY KEY) PARTITION BY RANGE (id);
+        CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (10);
+        """
+    )
+    await publish(db, "m")
+    await db.execute("TRUNCATE m1")  # one partition: PostgreSQL reports only the root's
+    await db.execute("INSERT INTO m VALUES (1)")
+    await db.execute("TRUNCATE m")
     changes = await collector.wait_for(2)
-    assert [c.new["id"] for c in changes] == [1, 2]
+    await collector.quiet(0.3)
+    assert [(c.event, c.table) for c in changes] == [("INSERT", "m"), ("TRUNCATE", "m")]
 
 
 async def test_status_and_idempotent_setup(feed_factory: FeedFactory, db) -> None:

@@ -19,8 +19,8 @@ def change(event: str = "INSERT", row: dict | None = None, schema: str = "public
         commit_timestamp="2024-01-15T10:30:00Z",
         lsn=1,
         xid=1,
-        new=None if event == "DELETE" else row,
-        old=row if event != "INSERT" else None,
+        new=None if event in ("DELETE", "TRUNCATE") else row,
+        old=row if event not in ("INSERT", "TRUNCATE") else None,
     )
 
 
@@ -37,7 +37,7 @@ def test_defaults() -> None:
     [
         ([], "filter must be an object"),
         ({"evnt": "INSERT"}, "unknown filter field 'evnt'"),
-        ({"event": "UPSERT"}, "filter.event must be one of INSERT, UPDATE, DELETE, \\*"),
+        ({"event": "UPSERT"}, "filter.event must be one of INSERT, UPDATE, DELETE, TRUNCATE, \\*"),
         ({"event": 1}, "filter.event must be one of"),
         ({"schema": ""}, "filter.schema must be a non-empty string"),
         ({"schema": "x" * 64}, "at most 63"),
@@ -67,6 +67,19 @@ def test_event_and_schema() -> None:
     assert matches(parse_filter({}), change("DELETE"))
     assert not matches(parse_filter({"schema": "shop"}), change("INSERT"))
     assert matches(parse_filter({"schema": "shop"}), change("INSERT", schema="shop"))
+
+
+def test_truncate_matches_its_event_and_star_but_no_row_filter() -> None:
+    truncate = change("TRUNCATE")
+    assert parse_filter({"event": "truncate"}).event == "TRUNCATE"
+    assert matches(parse_filter({"event": "TRUNCATE"}), truncate)
+    assert matches(parse_filter({"event": "*"}), truncate)
+    assert matches(parse_filter(None), truncate)
+    assert not matches(parse_filter({"event": "DELETE"}), truncate)
+    assert not matches(parse_filter({"event": "TRUNCATE"}), change("DELETE"))
+    for op, value in (("eq", "open"), ("neq", "open"), ("eq", None), ("neq", None)):
+        row_filter = parse_filter({"event": "*", "column": "status", "op": op, "value": value})
+        assert not matches(row_filter, truncate), (op, value)
 
 
 @pytest.mark.parametrize(

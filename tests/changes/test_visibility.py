@@ -336,6 +336,36 @@ async def test_delete_on_rls_table_reveals_only_the_key(started, notes_db) -> No
     assert delivery.payload["old"] == {"id": note_id}  # but only the key is sent
 
 
+async def test_truncate_on_rls_table_goes_to_every_subscriber(started, notes_db) -> None:
+    _, collector = started
+    db = notes_db
+    await publish(db, "notes")
+    await db.execute("INSERT INTO notes (owner, body) VALUES ($1, 'a')", ALICE)
+    await db.execute("TRUNCATE notes")
+    insert, truncate = await collector.wait_for(2)
+    assert truncate.event == "TRUNCATE" and truncate.rls
+    alice = Sub("alice", "authenticated", claims(ALICE))
+    bob = Sub("bob", "authenticated", claims(BOB))  # may see none of the rows
+    only_truncates = Sub("t", "authenticated", claims(BOB), parse_filter({"event": "TRUNCATE"}))
+    only_deletes = Sub("d", "authenticated", claims(BOB), parse_filter({"event": "DELETE"}))
+    row_filter = Sub("f", "authenticated", claims(BOB),
+                     parse_filter({"column": "body", "op": "neq", "value": "zzz"}))  # fmt: skip
+    subs = [alice, bob, only_truncates, only_deletes, row_filter]
+    counting = CountingDb(db)
+    (delivery,) = await route_batch(counting, [truncate], lambda s, t: subs)
+    assert counting.queries == 0  # no row to check
+    assert [s.name for s in delivery.subscribers] == ["alice", "bob", "t"]
+    assert delivery.channel == "db:notes"
+    assert delivery.payload["eventType"] == "TRUNCATE"
+    assert (delivery.payload["new"], delivery.payload["old"]) == (None, None)
+    # in one batch: the inserted row is gone by routing time, so its INSERT reaches
+    # nobody (RLS looks rows up), while the TRUNCATE reaches both
+    deliveries = await route_batch(db, [insert, truncate], lambda s, t: [alice, bob])
+    assert [(d.change.event, [s.name for s in d.subscribers]) for d in deliveries] == [
+        ("TRUNCATE", ["alice", "bob"]),
+    ]
+
+
 async def test_rls_table_without_key_is_not_delivered(notes_db) -> None:
     change = RowChange("public", "notes", "INSERT", "2024-01-15T10:30:00Z", 1, 1,
                        {"body": "x"}, None, key={}, rls=True)  # fmt: skip
@@ -353,3 +383,192 @@ async def test_filters_apply_before_visibility(notes_db) -> None:
         notes_db, [change], lambda s, t: [wants_updates, wants_id_1, other_schema]
     )
     assert [[s.name for s in d.subscribers] for d in deliveries] == [["one"]]
+
+
+# -- realtime.visible_rows at scale (migration 007) ------------------------------------
+
+OWNED = """
+CREATE TABLE owned (id bigserial PRIMARY KEY, owner uuid NOT NULL, body text);
+ALTER TABLE owned ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_rows ON owned FOR SELECT TO authenticated USING (owner = auth.uid());
+GRANT SELECT ON owned TO authenticated;
+"""
+
+
+async def _owned_rows(db: asyncpg.Connection, owners: list[str], per_owner: int) -> list[Any]:
+    """Rows spread over `owners` (interleaved, so each user's rows are scattered)."""
+    return await db.fetch(
+        "INSERT INTO owned (owner) SELECT o FROM generate_series(1, $2) g, unnest($1::uuid[]) o "
+        "ORDER BY g, o RETURNING id, owner::text",
+        owners,
+        per_owner,
+    )
+
+
+@pytest.mark.parametrize("index", [False, True], ids=["no-owner-index", "owner-index"])
+async def test_many_viewers_each_get_exactly_their_rows(notes_db, index: bool) -> None:
+    """60 users and 240 rows in one call: each user gets exactly the batch's rows it
+    owns, whether the batch's keys are dense (range lookup) or scattered (= ANY), with
+    and without an index serving the policy; duplicates and missing keys included."""
+    db = notes_db
+    await db.execute(OWNED)
+    if index:
+        await db.execute("CREATE INDEX ON owned (owner); ANALYZE owned")
+    users = [str(uuid.uuid4()) for _ in range(60)]
+    rows = await _owned_rows(db, users, 4)
+    owner_of = {str(r["id"]): r["owner"] for r in rows}
+    viewers = [("authenticated", claims(u)) for u in users] + [("anon", "{}")]
+    dense = [str(r["id"]) for r in rows]
+    scattered = [*dense[::7], dense[3], "999999999"]  # a duplicate, a row that is gone
+    for ids in (dense, scattered):
+        keys = [{"id": i} for i in ids]
+        visible = await visible_rows(db, "public", "owned", ["id"], keys, viewers)
+        for user, seen in zip(users, visible, strict=False):
+            assert seen == {n for n, i in enumerate(ids) if owner_of.get(i) == user}
+        assert visible[-1] == set()  # anon: no grant
+    assert await db.fetchval("SELECT current_user") == "postgres"
+
+
+async def test_composite_and_typed_keys(notes_db) -> None:
+    """Keys of several columns and of types compared by their own equality."""
+    db = notes_db
+    await db.execute(
+        """
+        CREATE TABLE docs (tenant text, at timestamptz, owner uuid,
+                           PRIMARY KEY (tenant, at));
+        ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY own_docs ON docs FOR SELECT TO authenticated USING (owner = auth.uid());
+        GRANT SELECT ON docs TO authenticated;
+        """
+    )
+    await db.execute(
+        "INSERT INTO docs VALUES ('a', '2024-01-15 10:30:00+00', $1), "
+        "('a', '2024-01-15 10:31:00+00', $2), ('b', '2024-01-15 10:30:00+00', $2)",
+        uuid.UUID(ALICE),
+        uuid.UUID(BOB),
+    )
+    keys = [  # as pgoutput prints them (UTC, ISO)
+        {"tenant": "a", "at": "2024-01-15 10:30:00+00"},
+        {"tenant": "a", "at": "2024-01-15 11:31:00+01"},  # the same instant, other zone
+        {"tenant": "b", "at": "2024-01-15 10:30:00+00"},
+        {"tenant": "b", "at": "2024-01-15 10:31:00+00"},  # no such row
+    ]
+    viewers = [("authenticated", claims(ALICE)), ("authenticated", claims(BOB))]
+    visible = await visible_rows(db, "public", "docs", ["tenant", "at"], keys, viewers)
+    assert visible == [{0}, {1, 2}]
+
+
+async def test_a_policy_that_raises_hides_rows_from_that_viewer_only(notes_db) -> None:
+    """A policy failing for one viewer (bad claims), or on one of a viewer's rows after
+    others passed, hides everything from that viewer, and from nobody else."""
+    db = notes_db
+    await db.execute(OWNED)
+    await db.execute(
+        """
+        DROP POLICY own_rows ON owned;
+        CREATE POLICY picky ON owned FOR SELECT TO authenticated USING (
+          CASE WHEN owner = auth.uid()  -- CASE: PostgreSQL may reorder an AND
+          THEN coalesce((auth.jwt() ->> 'level')::int, 0) >= 0
+               AND (body IS DISTINCT FROM 'boom' OR (auth.jwt() ->> 'sub')::int > 0)
+          ELSE false END);
+        """
+    )
+    alice, bob, carol = (str(uuid.uuid4()) for _ in range(3))
+    rows = await _owned_rows(db, [alice, bob, carol], 3)
+    # one of carol's rows makes the policy fail for her (a uuid is no int)
+    boom = max(r["id"] for r in rows if r["owner"] == carol)  # after her others
+    await db.execute("UPDATE owned SET body = 'boom' WHERE id = $1", boom)
+    viewers = [
+        ("authenticated", claims(alice)),
+        ("authenticated", json.dumps({"sub": bob, "level": "high"})),  # fails: not an int
+        ("authenticated", claims(carol)),
+        ("authenticated", claims(bob)),
+    ]
+    keys = [{"id": str(r["id"])} for r in rows]
+    visible = await visible_rows(db, "public", "owned", ["id"], keys, viewers)
+    mine = [{n for n, r in enumerate(rows) if r["owner"] == u} for u in (alice, bob)]
+    assert visible == [mine[0], set(), set(), mine[1]]
+
+
+async def test_a_viewer_without_select_sees_nothing(notes_db) -> None:
+    db = notes_db
+    await db.execute(OWNED)
+    await db.execute(
+        "CREATE POLICY anon_all ON owned FOR SELECT TO anon USING (true); "
+        "CREATE POLICY admin_all ON owned FOR SELECT TO project_admin USING (true); "
+        "GRANT SELECT ON owned TO project_admin"
+    )
+    rows = await _owned_rows(db, [ALICE], 3)
+    keys = [{"id": str(r["id"])} for r in rows]
+    viewers = [
+        ("anon", "{}"),  # a policy lets it, but it has no SELECT on the table
+        ("authenticated", claims(ALICE)),
+        ("project_admin", "{}"),
+        ("postgres", "{}"),  # not on the allow-list
+    ]
+    visible = await visible_rows(db, "public", "owned", ["id"], keys, viewers)
+    assert visible == [set(), {0, 1, 2}, {0, 1, 2}, set()]
+
+
+async def test_visible_rows_of_a_dropped_table_or_column(notes_db) -> None:
+    """Rows that cannot be looked up any more go to nobody, without an error (an error
+    would make the feed re-read the batch forever)."""
+    db = notes_db
+    viewers = [("authenticated", claims(ALICE))]
+    keys = [{"id": "1"}]
+    assert await visible_rows(db, "public", "gone", ["id"], keys, viewers) == [set()]
+    assert await visible_rows(db, "public", "notes", ["nope"], keys, viewers) == [set()]
+    assert await visible_rows(db, "public", "notes", ["id"], [{"id": "x"}], viewers) == [set()]
+
+
+async def test_route_batch_many_users_one_query(notes_db) -> None:
+    """Route 200 rows to 100 users (two subscriptions each, one with a row filter): one
+    query, and each subscription gets exactly the rows it may see and its filter wants."""
+    db = notes_db
+    await db.execute(OWNED)
+    users = [str(uuid.uuid4()) for _ in range(100)]
+    rows = await _owned_rows(db, users, 2)
+    await db.execute("UPDATE owned SET body = 'odd' WHERE id % 2 = 1")
+    changes = [
+        RowChange("public", "owned", "INSERT", "2024-01-15T10:30:00Z", 1, 1,
+                  {"id": r["id"], "owner": r["owner"], "body": "odd" if r["id"] % 2 else None},
+                  None, key={"id": str(r["id"])}, rls=True)
+        for r in rows
+    ]  # fmt: skip
+    subs = []
+    for user in users:
+        subs.append(Sub(f"{user}/all", "authenticated", claims(user)))
+        subs.append(Sub(f"{user}/odd", "authenticated", claims(user),
+                        parse_filter({"column": "body", "value": "odd"})))  # fmt: skip
+    counting = CountingDb(db)
+    deliveries = await route_batch(counting, changes, lambda s, t: subs)
+    assert counting.queries == 1
+    got = {d.change.new["id"]: [s.name for s in d.subscribers] for d in deliveries}
+    want = {
+        r["id"]: [f"{r['owner']}/all"] + ([f"{r['owner']}/odd"] if r["id"] % 2 else [])
+        for r in rows
+    }
+    assert got == want
+
+
+async def test_each_role_gets_its_own_policies(notes_db) -> None:
+    """The per-viewer statement is prepared once per call: a plan made under a
+    permissive role must never serve a stricter one (anon is checked first here)."""
+    db = notes_db
+    await db.execute(OWNED)
+    await db.execute(
+        "CREATE POLICY anon_all ON owned FOR SELECT TO anon USING (true); "
+        "GRANT SELECT ON owned TO anon"
+    )
+    rows = await _owned_rows(db, [ALICE], 3)
+    keys = [{"id": str(r["id"])} for r in rows]
+    viewers = [
+        ("authenticated", claims(BOB)),
+        ("anon", "{}"),
+        ("authenticated", claims(ALICE)),
+        ("anon", "{}"),
+        ("authenticated", claims(None)),
+    ]
+    visible = await visible_rows(db, "public", "owned", ["id"], keys, viewers)
+    everything = {0, 1, 2}
+    assert visible == [set(), everything, everything, everything, set()]

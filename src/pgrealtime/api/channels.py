@@ -67,6 +67,8 @@ def _check_fields(
         raise bad_request(
             f"description must be at most {MAX_DESCRIPTION} characters", INVALID_REQUEST
         )
+    if isinstance(description, str) and "\x00" in description:  # PostgreSQL text cannot
+        raise bad_request("description must not contain the character U+0000", INVALID_REQUEST)
     if isinstance(webhook_urls, list):
         if len(webhook_urls) > MAX_WEBHOOK_URLS:
             raise bad_request(f"at most {MAX_WEBHOOK_URLS} webhook URLs", INVALID_REQUEST)

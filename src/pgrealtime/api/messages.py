@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import orjson
 from aiohttp import web
 
 from pgrealtime.api.channels import json_response
@@ -22,9 +23,13 @@ from pgrealtime.timeutil import rfc3339
 
 routes = web.RouteTableDef()
 
+# The payload is read as jsonb's text and sent as it is (orjson.Fragment): decoding and
+# encoding it again fails on what jsonb stores but a double or orjson cannot hold
+# (1e400, integers beyond 64 bits, deep nesting: all possible from SQL publishes).
 MESSAGE_COLUMNS = (
-    "id, event_name, channel_id, channel_name, payload, sender_type, sender_id,"
-    " ws_audience_count, wh_audience_count, wh_delivered_count, created_at"
+    "id, event_name, channel_id, channel_name, payload::text AS payload_text, sender_type,"
+    " sender_id,"
+    " ws_audience_count, wh_audience_count, wh_delivered_count, created_at, position"
 )
 
 
@@ -34,13 +39,14 @@ def message_json(row: asyncpg.Record) -> dict[str, Any]:
         "eventName": row["event_name"],
         "channelId": str(row["channel_id"]) if row["channel_id"] else None,
         "channelName": row["channel_name"],
-        "payload": row["payload"],
+        "payload": orjson.Fragment(row["payload_text"]),
         "senderType": row["sender_type"],
         "senderId": str(row["sender_id"]) if row["sender_id"] else None,
         "wsAudienceCount": row["ws_audience_count"],
         "whAudienceCount": row["wh_audience_count"],
         "whDeliveredCount": row["wh_delivered_count"],
         "createdAt": rfc3339(row["created_at"]),
+        "position": row["position"],
     }
 
 
@@ -122,7 +128,8 @@ async def delete_messages(request: web.Request) -> web.Response:
 
 
 class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    retentionDays: int | None
+    # float too: JSON (and the OpenAPI document's "integer") counts 30.0 as an integer
+    retentionDays: int | float | None
 
 
 @routes.get("/api/realtime/config")
@@ -134,12 +141,15 @@ async def get_config(request: web.Request) -> web.Response:
 @routes.patch("/api/realtime/config")
 async def update_config(request: web.Request) -> web.Response:
     body = await parse_body(request, ConfigUpdate)
-    if body.retentionDays is not None and not 1 <= body.retentionDays <= 36500:
+    wanted = body.retentionDays
+    if isinstance(wanted, float) and wanted.is_integer():
+        wanted = int(wanted)
+    if wanted is not None and (isinstance(wanted, float) or not 1 <= wanted <= 36500):
         raise bad_request("retentionDays must be null or an integer between 1 and 36500")
     pool = request.app["pool"]
     days = await pool.fetchval(
         "UPDATE realtime.config SET retention_days = $1 RETURNING retention_days",
-        body.retentionDays,
+        wanted,
     )
     await enforce_retention(pool)
     return json_response({"retentionDays": days})

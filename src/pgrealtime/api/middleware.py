@@ -40,6 +40,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
         return error_response(exc.status, code, exc.reason)
     except Exception:
+        if request.writer.output_size > 0:
+            # A response is under way (an upgraded WebSocket): a second one would be
+            # written into its stream. aiohttp logs the error and drops the connection.
+            raise
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "Internal server error")
 

@@ -11,11 +11,29 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pgrealtime.api import tables
+
 routes = web.RouteTableDef()
 
 _uuid = {"type": "string", "format": "uuid"}
 _time = {"type": "string", "format": "date-time"}
 _nullable_text = {"type": ["string", "null"]}
+_description = {"type": ["string", "null"], "maxLength": 1000}
+_webhook_urls = {
+    "type": ["array", "null"],
+    "maxItems": 20,
+    "items": {"type": "string", "format": "uri", "maxLength": 2048},
+    "description": "http or https URLs with a host, without credentials or spaces",
+}
+_pattern = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[A-Za-z0-9:._\\-/@#=+*%]+$",
+    "description": "`*` (or `%`) matches any run of characters. Also refused (400 "
+    "REALTIME_INVALID_CHANNEL_PATTERN): adjacent wildcards, no literal character, "
+    "a `db:` prefix",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -76,17 +94,9 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["pattern"],
         "properties": {
-            "pattern": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 255,
-                "description": "`*` (or `%`) matches any run of characters",
-            },
-            "description": _nullable_text,
-            "webhookUrls": {
-                "type": ["array", "null"],
-                "items": {"type": "string", "format": "uri"},
-            },
+            "pattern": _pattern,
+            "description": _description,
+            "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean", "default": True},
         },
     },  # fmt: skip
@@ -95,12 +105,9 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "minProperties": 1,
         "properties": {
-            "pattern": {"type": "string", "minLength": 1, "maxLength": 255},
-            "description": _nullable_text,
-            "webhookUrls": {
-                "type": ["array", "null"],
-                "items": {"type": "string", "format": "uri"},
-            },
+            "pattern": _pattern,
+            "description": _description,
+            "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean"},
         },
     },  # fmt: skip
@@ -118,6 +125,10 @@ SCHEMAS: dict[str, Any] = {
             "whAudienceCount": {"type": "integer"},
             "whDeliveredCount": {"type": "integer"},
             "createdAt": _time,
+            "position": {
+                "type": "integer",
+                "description": "1, 2, 3, ... per channel name; `since` in a subscribe frame",
+            },
         },
     },
     "MessageStats": {
@@ -143,6 +154,26 @@ SCHEMAS: dict[str, Any] = {
             "retentionDays": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500}
         },
     },  # fmt: skip
+    "ReplicaIdentity": {
+        "type": "object",
+        "required": ["schema", "table", "replicaIdentity"],
+        "properties": {
+            "schema": {"type": "string"},
+            "table": {"type": "string"},
+            "replicaIdentity": {
+                "type": "string",
+                "enum": ["default", "full", "nothing", "index"],
+                "description": "default: the primary key; full: the whole row; "
+                "index: a chosen unique index; nothing: none",
+            },
+        },
+    },
+    "ReplicaIdentityUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["replicaIdentity"],
+        "properties": {"replicaIdentity": {"type": "string", "enum": ["full", "default"]}},
+    },
     "Policy": {
         "type": "object",
         "properties": {
@@ -244,6 +275,33 @@ PATHS: dict[str, Any] = {
                 },
             }), **_errors},
         }
+    },
+    tables.PATH: {
+        "parameters": [{
+            "name": "table", "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "`schema.table` (or `table` for schema public), case-sensitive; "
+                           "the first dot separates the schema",
+        }],
+        "get": {
+            "summary": "Replica identity of a table (what UPDATE/DELETE changes carry in old)",
+            "responses": {"200": _json(_ref("ReplicaIdentity")), **_errors,
+                          "404": _json(_ref("Error"), "No such table")},
+        },
+        "put": {
+            "summary": "Set REPLICA IDENTITY FULL or DEFAULT (partitions too)",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("ReplicaIdentityUpdate")}}},
+            "responses": {
+                "200": _json(_ref("ReplicaIdentity")),
+                **_errors,
+                "403": _json(_ref("Error"), "Not an admin, or the server's database user "
+                                            "does not own the table"),
+                "404": _json(_ref("Error"), "No such table"),
+                "409": _json(_ref("Error"), "The table stayed locked for 5 s, or DEFAULT "
+                                            "would leave a published table without a key"),
+            },
+        },
     },
     "/api/realtime/openapi.json": {
         "get": {"summary": "This document", "security": [],

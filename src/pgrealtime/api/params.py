@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
@@ -15,6 +16,7 @@ from pgrealtime.timeutil import parse_iso8601
 T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 def parse_uuid(value: str | None, name: str) -> uuid.UUID:
@@ -33,10 +35,9 @@ def optional_int(request: web.Request, name: str, default: int, low: int, high: 
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise bad_request(f"{name} must be an integer between {low} and {high}") from exc
+    if not _INTEGER.fullmatch(raw):  # int() also takes "1_000", " 5" and fullwidth digits
+        raise bad_request(f"{name} must be an integer between {low} and {high}")
+    value = int(raw)
     if not low <= value <= high:
         raise bad_request(f"{name} must be an integer between {low} and {high}")
     return value
@@ -54,8 +55,9 @@ def optional_timestamp(request: web.Request, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_iso8601(value)
-    except ValueError as exc:
+        # in UTC now: an offset can push a date at the edge out of the datetime range
+        return parse_iso8601(value).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise bad_request(f"{name} must be an ISO 8601 timestamp") from exc
 
 
@@ -72,3 +74,7 @@ async def parse_body(request: web.Request, model: type[T], code: str = "INVALID_
         raise bad_request(f"Invalid request body: {exc}", code) from exc
     except msgspec.DecodeError as exc:
         raise bad_request(f"Request body is not valid JSON: {exc}", code) from exc
+    except UnicodeDecodeError as exc:
+        raise bad_request("Request body is not valid UTF-8", code) from exc
+    except RecursionError as exc:
+        raise bad_request("Request body is nested too deeply", code) from exc

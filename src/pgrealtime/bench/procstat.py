@@ -28,6 +28,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def system_cpu_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of one process: for a fan-out server this is
+    mostly socket writes, so it shows how much of the cost Python cannot touch."""
+    _, fields = _stat_fields(pid)
+    return int(fields[12]) / CLOCK_TICKS
+
+
 def comm(pid: int) -> str:
     return _stat_fields(pid)[0]
 
@@ -82,6 +89,7 @@ class CpuSample:
     postgres: float
     server_rss: int
     host: float = 0.0  # busy CPU seconds of the whole machine, to spot other load
+    server_sys: float = 0.0  # the kernel's share of `server`
 
 
 def _safe(fn, *args, default=0):
@@ -145,12 +153,24 @@ class ServerProbe:
         pg_set = set(pg)
         self._postmasters = [p for p in pg if _safe(parent, p) not in pg_set]
 
+    @property
+    def postmasters(self) -> list[int]:
+        """The PostgreSQL postmasters found by the last `refresh()`."""
+        return list(self._postmasters)
+
     def sample(self) -> CpuSample:
         server = sum(_safe(cpu_seconds, p, default=0.0) for p in self._server)
         postgres = sum(_safe(cpu_seconds, p, default=0.0) for p in self._postgres)
         postgres += sum(_safe(reaped_cpu_seconds, p, default=0.0) for p in self._postmasters)
         rss = sum(_safe(rss_bytes, p) for p in self._server)
-        return CpuSample(server=server, postgres=postgres, server_rss=rss, host=host_busy_seconds())
+        server_sys = sum(_safe(system_cpu_seconds, p, default=0.0) for p in self._server)
+        return CpuSample(
+            server=server,
+            postgres=postgres,
+            server_rss=rss,
+            host=host_busy_seconds(),
+            server_sys=server_sys,
+        )
 
     def rss(self) -> int | None:
         if self.pid is None:

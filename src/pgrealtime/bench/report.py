@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Sequence
@@ -52,8 +53,17 @@ def best_step(result: dict, p99_limit_ms: float) -> dict | None:
     return max(good, key=lambda s: (s["deliveries_per_s"], s["publishes_per_s"]))
 
 
+# scenarios kept in their own modules print their own rows and checks
+OWN_REPORT = {
+    "changes": "pgrealtime.bench.changes_scenario",
+    "webhooks": "pgrealtime.bench.webhooks_scenario",
+}
+
+
 def summary_rows(scenario: str, result: dict, p99_limit_ms: float) -> list[tuple[str, object]]:
     """The headline figures of one target, as (name, value)."""
+    if scenario in OWN_REPORT:
+        return importlib.import_module(OWN_REPORT[scenario]).summary_rows(result)
     if scenario in ("fanout", "channels", "publish"):
         seq = result["sequence"]
         best = best_step(result, p99_limit_ms)
@@ -137,6 +147,7 @@ def steps_table(result: dict) -> str:
         "ack p99",
         "us/deliv",
         "srv CPU%",
+        "srv sys%",
         "pg CPU%",
         "gen CPU%",
         "gen sys%",
@@ -160,6 +171,7 @@ def steps_table(result: dict) -> str:
                 s["ack_latency"]["p99_ms"],
                 s["server_cpu_us_per_delivery"],
                 s["server_cpu_pct"],
+                s.get("server_sys_pct"),
                 s["postgres_cpu_pct"],
                 s["loadgen_cpu_pct"],
                 s["loadgen_sys_pct"],
@@ -210,6 +222,8 @@ def render(run: dict) -> str:
 
 def correctness(scenario: str, result: dict) -> list[str]:
     """Problems that are never acceptable, whatever the load (empty = clean)."""
+    if scenario in OWN_REPORT:
+        return importlib.import_module(OWN_REPORT[scenario]).correctness(result)
     problems = []
     if scenario in ("fanout", "channels", "publish"):
         for key in ("lost", "duplicated", "reordered", "unexpected"):

@@ -48,6 +48,10 @@ class Sizes:
     rest_seconds: float = 10.0
     payload_bytes: int = 64
     client: str = "fast"  # "fast" (lean protocol) or "aiohttp"
+    rls_subscribers: int = 0  # changes: distinct users on the RLS table
+    messages: int = 0  # webhooks: messages of the throughput phase (0: rate x time)
+    outage_seconds: float = 60.0  # webhooks: how long the receiver is down
+    database_url: str | None = None  # changes/webhooks: where to write (else the embedded one)
 
 
 DEFAULTS: dict[str, dict] = {
@@ -336,6 +340,7 @@ def _step_result(
         "ack_latency": ack,
         "send_lag_p99_ms": lag.p99_ms,
         "server_cpu_pct": round(100 * server_cpu / secs, 1),
+        "server_sys_pct": round(100 * (c1.server_sys - c0.server_sys) / secs, 1),
         "postgres_cpu_pct": round(100 * (c1.postgres - c0.postgres) / secs, 1),
         "loadgen_cpu_pct": round(100 * (sum(o1) - sum(o0)) / secs, 1),
         "loadgen_sys_pct": round(100 * (o1[1] - o0[1]) / secs, 1),
@@ -465,3 +470,42 @@ SCENARIOS = {
     "idle": idle,
     "connect": connect,
 }
+
+
+# -- scenarios in their own modules (imported when run) -------------------------------
+
+
+async def changes(target: Target, s: Sizes) -> dict:
+    from pgrealtime.bench.changes_scenario import run
+
+    return await run(target, s)
+
+
+async def webhooks(target: Target, s: Sizes) -> dict:
+    from pgrealtime.bench.webhooks_scenario import run
+
+    return await run(target, s)
+
+
+SCENARIOS["changes"] = changes
+SCENARIOS["webhooks"] = webhooks
+DEFAULTS["changes"] = dict(
+    subscribers=100,
+    publishers=16,
+    rates=(1000,),
+    warmup=2.0,
+    duration=10.0,
+    drain=30.0,
+    rls_subscribers=1000,
+)
+QUICK["changes"] = dict(
+    subscribers=5, publishers=2, rates=(100,), warmup=0.3, duration=1.0, rls_subscribers=20
+)
+DEFAULTS["webhooks"] = dict(publishers=4, rates=(1500, 200), warmup=2.0, duration=10.0, drain=60.0)
+QUICK["webhooks"] = dict(
+    publishers=2, rates=(200, 50), warmup=0.3, duration=1.5, drain=30.0, outage_seconds=3.0
+)
+# these measure their baseline inside the server run and return {"server", "baseline"}
+OWN_BASELINE = {"changes", "webhooks"}
+# extra `pgrealtime serve` flags: the webhook receiver is on loopback
+SERVER_ARGS = {"webhooks": ["--webhook-allow-private-networks"]}

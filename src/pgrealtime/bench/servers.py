@@ -185,14 +185,19 @@ async def start_server(
         "127.0.0.1",
         "--port",
         str(port),
-        "--jwt-secret",
-        jwt_secret,
+        f"--jwt-secret={jwt_secret}",  # one argument: a secret may start with "-"
         "--api-key",
         api_key,
         "--log-level",
         "warning",
         "--data-dir",
         str(workdir / "data"),
+        # the load generator is one trusted client driving many sessions at rates far
+        # above a per-connection publish limit meant for untrusted clients
+        "--publish-rate",
+        "0",
+        "--max-subscriptions",
+        "0",
     ]
     if database_url:
         cmd += ["--database-url", database_url]
@@ -219,6 +224,12 @@ async def start_server(
     if cpus:
         # an embedded PostgreSQL inherited the server's cpu: give it all cpus back
         pin_tree(proc.pid, cpus, all_cpus)
+        if all_cpus and target.postgres_scope == "embedded":
+            # pg_ctl daemonizes the postmaster (its parent is pid 1), so the server's
+            # process tree does not reach it: find it by its postmaster.pid. Backends
+            # forked later inherit its affinity.
+            for postmaster in target.probe.postmasters:
+                pin_tree(postmaster, all_cpus, all_cpus)
     await ensure_channel(target)
     return target
 

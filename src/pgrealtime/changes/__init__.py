@@ -4,7 +4,12 @@ reader, a pgoutput decoder, value conversion, filters and row visibility (RLS).
 The server uses `ChangeFeed` (feed.py) and the routing helpers in visibility.py.
 """
 
-from pgrealtime.changes.feed import ChangeFeed, set_replica_identity_full
+from pgrealtime.changes.feed import (
+    ChangeFeed,
+    ReplicaIdentityRequired,
+    replica_identity,
+    set_replica_identity_full,
+)
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload
@@ -21,6 +26,7 @@ __all__ = [
     "ChangeFeed",
     "ChangeFilter",
     "FilterError",
+    "ReplicaIdentityRequired",
     "RowChange",
     "SubscriptionDenied",
     "TableBusy",
@@ -31,5 +37,6 @@ __all__ = [
     "matches",
     "parse_filter",
     "publish_table",
+    "replica_identity",
     "set_replica_identity_full",
 ]

@@ -9,7 +9,8 @@
 The publication starts empty; `visibility.authorize_subscription` adds each table when
 it is first subscribed to, and it stays published (across restarts too).
 
-`on_batch(changes)` runs on the event loop, one batch at a time, in commit order.
+`on_batch(changes)` runs on the event loop, one batch at a time, in commit order
+(batches that queued while the previous call ran are joined into one call).
 When it returns, the batch counts as handed to subscribers and its WAL position may
 be confirmed to PostgreSQL; if it raises, the batch (and anything after it) is read
 again from the slot. So `on_batch` must only return once the frames are written (or
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pgrealtime.changes.model import RowChange
@@ -54,6 +55,7 @@ class ChangeFeed:
         excluded_schemas: frozenset[str] = frozenset({"realtime"}),
         max_batch_changes: int = 1000,
         max_in_flight: int = 8,
+        max_merged_changes: int = 10_000,
     ) -> None:
         self.config = ReaderConfig(
             dsn=dsn,
@@ -63,6 +65,7 @@ class ChangeFeed:
             max_batch_changes=max_batch_changes,
             max_in_flight=max_in_flight,
         )
+        self.max_merged_changes = max_merged_changes
         self._handler = on_batch
         self._reader: ReplicationReader | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -184,49 +187,148 @@ class ChangeFeed:
         }
 
     async def _consume(self, reader: ReplicationReader, queue: asyncio.Queue[Batch]) -> None:
+        """Hand batches to `on_batch` in order. Batches that queued up while the
+        previous one was being delivered go together in one call (up to
+        `max_merged_changes`): the per-call costs, above all the RLS check per distinct
+        viewer, are then shared by more rows just when the feed is behind. Idle, each
+        batch goes alone, as soon as it arrives."""
         assert self._handler is not None
+        carry: Batch | None = None
         while True:
-            batch = await queue.get()
-            if batch.generation <= self._failed_generation:
+            first = carry if carry is not None else await queue.get()
+            carry = None
+            if first.generation <= self._failed_generation:
                 continue  # after a failed delivery: the reader re-reads these
+            changes, last = first.changes, first
+            while len(changes) < self.max_merged_changes and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt.generation != first.generation:
+                    carry = nxt  # after a reconnect: delivered on its own
+                    break
+                if last is first:
+                    changes = list(changes)
+                changes.extend(nxt.changes)
+                last = nxt
             try:
-                await self._handler(batch.changes)
+                await self._handler(changes)
             except Exception:
                 log.exception(
                     "change feed: delivering a batch up to %s failed; it will be read again",
-                    lsn_to_str(batch.end_lsn),
+                    lsn_to_str(last.end_lsn),
                 )
-                self._failed_generation = batch.generation
-                reader.request_reconnect(batch.generation)
+                self._failed_generation = first.generation
+                reader.request_reconnect(first.generation)
                 continue
             self.delivered_batches += 1
-            self.delivered_changes += len(batch.changes)
-            reader.ack(batch.generation, batch.seq)
+            self.delivered_changes += len(changes)
+            reader.ack(last.generation, last.seq)  # acknowledges every batch up to it
 
 
-def _quote_ident(name: str) -> str:
-    if not name or "\x00" in name:
-        raise ValueError(f"invalid identifier {name!r}")
-    return '"' + name.replace('"', '""') + '"'
+# pg_class.relreplident -> the name the CLI and the REST route use.
+REPLICA_IDENTITIES = {"d": "default", "f": "full", "n": "nothing", "i": "index"}
+IDENTITY_LOCK_TIMEOUT = "5s"
+
+_FIND_TABLE = """
+SELECT c.oid, c.relreplident::text
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+"""
+
+# The table and, for a partitioned table, every partition below it: PostgreSQL does
+# not pass REPLICA IDENTITY down, and each partition writes its own rows to the WAL.
+# Names are quoted by format('%I'); the identity keyword comes from a fixed map.
+_ALTER_STATEMENTS = """
+SELECT format('ALTER TABLE %I.%I REPLICA IDENTITY %s', n.nspname, c.relname, $2::text)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND (c.oid = $1::oid OR c.oid IN (
+  SELECT t.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) t))
+ORDER BY c.oid <> $1::oid, c.oid
+"""
+
+
+# After the change: is the table (or a partition or parent of it) in a publication that
+# publishes UPDATE or DELETE while one of its tables has no usable replica identity?
+# PostgreSQL would then refuse the application's UPDATE and DELETE on it.
+_WOULD_BREAK_WRITES = """
+WITH tree AS (
+  SELECT t.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) t
+  UNION SELECT a.relid FROM pg_catalog.pg_partition_ancestors($1::oid::regclass) a
+  UNION SELECT $1::oid
+)
+SELECT string_agg(DISTINCT p.pubname, ', ' ORDER BY p.pubname)
+FROM pg_catalog.pg_publication p
+WHERE (p.pubupdate OR p.pubdelete)
+  AND (p.puballtables OR EXISTS (
+    SELECT 1 FROM pg_catalog.pg_publication_tables pt
+    JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+    JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+    WHERE pt.pubname = p.pubname AND c.oid IN (SELECT relid FROM tree)))
+  AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class c
+    WHERE c.oid IN (SELECT relid FROM tree) AND c.relkind = 'r' AND NOT (
+      c.relreplident = 'f'
+      OR (c.relreplident = 'd' AND EXISTS (
+            SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+      OR (c.relreplident = 'i' AND EXISTS (
+            SELECT 1 FROM pg_catalog.pg_index i
+            WHERE i.indrelid = c.oid AND i.indisreplident))))
+"""
+
+
+class ReplicaIdentityRequired(Exception):
+    """Going back to DEFAULT would leave a published table without a primary key, and
+    PostgreSQL would refuse the application's UPDATE and DELETE on it. Nothing was
+    changed; the message says what to do instead."""
+
+
+async def replica_identity(db: Database | Any, schema: str, table: str) -> str:
+    """The replica identity of schema.table: 'default', 'full', 'nothing' or 'index'.
+    Raises LookupError when there is no such table."""
+    row = await db.fetchrow(_FIND_TABLE, schema, table)
+    if row is None:
+        raise LookupError(f"table {schema}.{table} does not exist")
+    return REPLICA_IDENTITIES.get(row[1], row[1])
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Any) -> AsyncIterator[Any]:
+    """A connection of a pool (held for the block), or the connection given."""
+    if hasattr(db, "acquire"):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
 async def set_replica_identity_full(
     db: Database | Any, schema: str, table: str, *, full: bool = True
-) -> None:
-    """ALTER TABLE ... REPLICA IDENTITY FULL (or back to DEFAULT).
+) -> str:
+    """ALTER TABLE ... REPLICA IDENTITY FULL (or back to DEFAULT); returns the identity
+    it had before ('default', 'full', 'nothing' or 'index').
 
     With FULL, UPDATE and DELETE changes carry the whole old row in `old` instead of
-    only the key, at the cost of more WAL. `db` is an asyncpg Pool or Connection.
-    Raises LookupError when the table does not exist."""
-    exists = await db.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))",
-        schema,
-        table,
-    )
-    if not exists:
-        raise LookupError(f"table {schema}.{table} does not exist")
+    only the key, at the cost of more WAL; a table without a primary key can then be
+    published. A partitioned table's partitions are changed with it, in one
+    transaction. `db` is an asyncpg Pool or Connection. Raises LookupError when the
+    table does not exist, asyncpg's InsufficientPrivilegeError when the user does not
+    own it, LockNotAvailableError when it stayed locked for 5 s, and
+    ReplicaIdentityRequired (changing nothing) when DEFAULT would break the writes of a
+    published table without a primary key."""
     identity = "FULL" if full else "DEFAULT"
-    await db.execute(
-        f"ALTER TABLE {_quote_ident(schema)}.{_quote_ident(table)} REPLICA IDENTITY {identity}"
-    )
+    async with _connection(db) as conn, conn.transaction():
+        row = await conn.fetchrow(_FIND_TABLE, schema, table)
+        if row is None:
+            raise LookupError(f"table {schema}.{table} does not exist")
+        await conn.execute("SELECT set_config('lock_timeout', $1, true)", IDENTITY_LOCK_TIMEOUT)
+        for (statement,) in await conn.fetch(_ALTER_STATEMENTS, row[0], identity):
+            await conn.execute(statement)
+        if not full:
+            publications = await conn.fetchval(_WOULD_BREAK_WRITES, row[0])
+            if publications:
+                raise ReplicaIdentityRequired(
+                    f"table {schema}.{table} is published ({publications}) and has no primary "
+                    f"key: with REPLICA IDENTITY DEFAULT PostgreSQL would refuse its UPDATE "
+                    f"and DELETE. Add a primary key first, or take it out of the publication "
+                    f"(ALTER PUBLICATION ... DROP TABLE ...)"
+                )
+    return REPLICA_IDENTITIES.get(row[1], row[1])

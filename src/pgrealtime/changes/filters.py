@@ -1,6 +1,6 @@
 """Subscribe filters of `db:<table>` channels: parse, validate, evaluate (pure).
 
-    {"event": "INSERT" | "UPDATE" | "DELETE" | "*",   default "*"
+    {"event": "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE" | "*",   default "*"
      "schema": "public",                              default "public"
      "column": "status", "op": "eq", "value": "open"} optional row filter
 
@@ -68,7 +68,7 @@ def parse_filter(raw: Mapping[str, Any] | None) -> ChangeFilter:
 
     event = raw.get("event", "*")
     if not isinstance(event, str) or (event.upper() not in EVENT_TYPES and event != "*"):
-        raise FilterError(f"filter.event must be one of INSERT, UPDATE, DELETE, *; got {event!r}")
+        raise FilterError(f"filter.event must be one of {', '.join(EVENT_TYPES)}, *; got {event!r}")
     events = ALL_EVENTS if event == "*" else frozenset({event.upper()})
 
     schema = raw.get("schema", "public")
@@ -177,7 +177,8 @@ def matches(flt: ChangeFilter, change: RowChange) -> bool:
 
     The row filter looks at the new row (INSERT, UPDATE) or the old row (DELETE).
     A DELETE's old row holds only the key columns unless the table has REPLICA
-    IDENTITY FULL: a filter on another column then does not match."""
+    IDENTITY FULL: a filter on another column then does not match. A TRUNCATE has
+    no row, so a row filter never matches it."""
     if change.event not in flt.events or change.schema != flt.schema:
         return False
     if flt.column is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EventType = Literal["INSERT", "UPDATE", "DELETE"]
-EVENT_TYPES: tuple[EventType, ...] = ("INSERT", "UPDATE", "DELETE")
+EventType = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
+EVENT_TYPES: tuple[EventType, ...] = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 
 
 @dataclass(slots=True)
@@ -17,6 +17,9 @@ class RowChange:
     own text, so a visibility check can look the row up exactly whatever its types.
     `rls` says whether the table had row level security enabled when the change was
     read: only then is a per-row visibility query needed.
+
+    A TRUNCATE is one change per truncated table, with `new`, `old` and `key` empty:
+    it empties the table and carries no row.
     """
 
     schema: str
@@ -34,5 +37,6 @@ class RowChange:
 
     @property
     def row(self) -> dict[str, Any] | None:
-        """The row a filter looks at: the new row, or the old one for a DELETE."""
+        """The row a filter looks at: the new row, or the old one for a DELETE (None for
+        a TRUNCATE, so row filters never match it)."""
         return self.old if self.event == "DELETE" else self.new

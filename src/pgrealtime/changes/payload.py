@@ -11,7 +11,8 @@ from pgrealtime.changes.model import RowChange
 def build_payload(change: RowChange, *, key_only_old: bool = False) -> dict[str, Any]:
     """`{"schema", "table", "commit_timestamp", "eventType", "new", "old"}`.
 
-    `old` is null for INSERT and `new` null for DELETE. For UPDATE and DELETE, `old` is
+    `old` is null for INSERT, `new` null for DELETE, both for TRUNCATE (no row). For
+    UPDATE and DELETE, `old` is
     the whole old row under REPLICA IDENTITY FULL and only the key columns otherwise
     (that is all PostgreSQL writes to the WAL). `key_only_old` cuts `old` down to the
     key columns even under FULL: used for DELETEs on tables with row level security,

@@ -16,6 +16,9 @@ carry it. Under REPLICA IDENTITY FULL the old tuple has it (PostgreSQL inlines i
 Otherwise the reader fetches the current value by primary key, one query per
 table per transaction. If the row changed again or is gone meanwhile, the value
 is the newer one, or the column is left out of `new`.
+
+TRUNCATE (when the publication publishes it, the default) becomes one change per
+truncated table, with no row.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ class _RelationMeta:
 class _Transaction:
     xid: int
     commit_time: Any
-    rows: list[Insert | Update | Delete] = field(default_factory=list)
+    rows: list[Insert | Update | Delete | Truncate] = field(default_factory=list)
 
 
 @dataclass
@@ -459,7 +462,7 @@ class ReplicationReader:
             message = decoder.decode(data)
             if isinstance(message, Begin):
                 tx = _Transaction(message.xid, message.commit_time)
-            elif isinstance(message, Insert | Update | Delete):
+            elif isinstance(message, Insert | Update | Delete | Truncate):
                 if tx is not None:
                     tx.rows.append(message)
             elif isinstance(message, Relation):
@@ -476,9 +479,6 @@ class ReplicationReader:
                     or time.monotonic() - batch_started >= cfg.max_batch_delay
                 ):
                     submit_batch()
-            elif isinstance(message, Truncate):
-                names = ", ".join(f"{r.schema}.{r.name}" for r in message.relations)
-                log.info("change feed: TRUNCATE of %s is not delivered", names)
 
         # stopping: confirm what was acknowledged before leaving
         with self._lock:
@@ -580,6 +580,9 @@ class ReplicationReader:
         filled = self._fill_toast(db, tx.rows)
         changes: list[RowChange] = []
         for i, message in enumerate(tx.rows):
+            if isinstance(message, Truncate):
+                changes.extend(self._truncate_changes(tx, commit, timestamp, message))
+                continue
             relation = message.relation
             meta = self._meta.get(relation.relid) or _RelationMeta(relation.key_columns, False)
             event: EventType
@@ -626,6 +629,33 @@ class ReplicationReader:
             )
         return changes
 
+    def _truncate_changes(
+        self, tx: _Transaction, commit: Commit, timestamp: str, message: Truncate
+    ) -> list[RowChange]:
+        """One TRUNCATE change per truncated table (a TRUNCATE of several tables, or
+        with CASCADE, is one message). No row: `new`, `old` and `key` stay empty."""
+        changes = []
+        for relation in message.relations:
+            if relation.schema in self.config.excluded_schemas:
+                continue
+            meta = self._meta.get(relation.relid)
+            changes.append(
+                RowChange(
+                    schema=relation.schema,
+                    table=relation.name,
+                    event="TRUNCATE",
+                    commit_timestamp=timestamp,
+                    lsn=commit.end_lsn,
+                    xid=tx.xid,
+                    new=None,
+                    old=None,
+                    relid=relation.relid,
+                    rls=bool(meta and meta.rls),
+                    identity_full=relation.replica_identity == IDENTITY_FULL,
+                )
+            )
+        return changes
+
     def _key_columns_converted(
         self, relation: Relation, values: tuple[TupleValue, ...]
     ) -> dict[str, Any]:
@@ -637,7 +667,7 @@ class ReplicationReader:
         }
 
     def _fill_toast(
-        self, db: Any, rows: list[Insert | Update | Delete]
+        self, db: Any, rows: list[Insert | Update | Delete | Truncate]
     ) -> dict[int, tuple[TupleValue, ...]]:
         """New tuples of UPDATEs with their unchanged TOASTed values filled in, by row
         index in the transaction. From the old tuple under REPLICA IDENTITY FULL,
@@ -662,7 +692,7 @@ class ReplicationReader:
     def _fetch_unchanged(
         self,
         db: Any,
-        rows: list[Insert | Update | Delete],
+        rows: list[Insert | Update | Delete | Truncate],
         indexes: list[int],
         filled: dict[int, tuple[TupleValue, ...]],
     ) -> None:

@@ -1,8 +1,9 @@
 """The webhook_deliveries table: claiming due deliveries and recording outcomes (SQL).
 
-Rows are the queue. A claim locks due rows with FOR UPDATE SKIP LOCKED, so concurrent
-claims (other tasks, other server processes) never take the same row, and pushes the
-row's next_attempt_at forward by a lease: if the claiming process dies, the row simply
+Rows are the queue. A claim reads due candidates without locking them, picks what fits
+the free slots, and locks only those with FOR UPDATE SKIP LOCKED, so concurrent claims
+(other tasks, other server processes) never take the same row; it pushes the row's
+next_attempt_at forward by a lease: if the claiming process dies, the row simply
 becomes due again when the lease runs out. Each claim has a token; an outcome is
 written only while the row still carries that token, so a process whose lease ran
 out cannot overwrite the newer claim's result.
@@ -10,6 +11,7 @@ out cannot overwrite the newer claim's result.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,26 +21,45 @@ import asyncpg
 
 from pgrealtime.webhooks.payload import Delivery
 
-# Candidates: due and pending, hosts at their concurrency limit left out so their
-# backlog cannot hide other hosts' deliveries. More than needed are scanned so a
-# burst for one host still leaves room for others in the same claim.
-_CANDIDATES = """
-SELECT id, host FROM realtime.webhook_deliveries
-WHERE status = 'pending' AND next_attempt_at <= now() AND host <> ALL($1::text[])
-ORDER BY next_attempt_at
-LIMIT $2
-FOR UPDATE SKIP LOCKED
-"""
-
-_LEASE = """
+# Only the chosen rows are locked. One another claim holds is skipped; one it has
+# leased meanwhile is no longer due when re-checked, so it is left out too.
+_LEASE_TEMPLATE = """
 UPDATE realtime.webhook_deliveries d
-SET next_attempt_at = now() + make_interval(secs => $2), lease_token = $3,
+SET next_attempt_at = now() + make_interval(secs => {lease}), lease_token = {claim},
     attempts = d.attempts + 1, updated_at = now()
 FROM realtime.messages m
-WHERE d.id = ANY($1::uuid[]) AND m.id = d.message_id
+WHERE d.id IN (SELECT id FROM realtime.webhook_deliveries
+               WHERE id = ANY({ids}) AND status = 'pending' AND next_attempt_at <= now()
+               FOR UPDATE SKIP LOCKED)
+  AND m.id = d.message_id
 RETURNING d.id, d.url, d.host, d.attempts, m.id AS message_id, m.channel_id, m.channel_name,
           m.event_name, m.payload::text AS payload, m.sender_id, m.sender_type, m.created_at
 """
+
+# Lease given ids ($1) for $2 seconds under token $3.
+_LEASE = _LEASE_TEMPLATE.format(ids="$1::uuid[]", lease="$2", claim="$3")
+
+# A whole claim in one statement (one round trip, no explicit transaction): due
+# candidates, hosts at their limit left out so their backlog cannot hide other hosts'
+# deliveries; more than needed are scanned ($2) so a burst for one host still leaves
+# room for others. Each host gets at most its free room (hosts in $4 have room $5,
+# others $3), oldest first, at most $6 rows in all. Candidates are read without
+# locks: locking every scanned row to lease a few made each claim cost hundreds of
+# row locks; only the chosen rows are locked (above).
+_CLAIM = """
+WITH candidates AS (
+  SELECT id, host, next_attempt_at FROM realtime.webhook_deliveries
+  WHERE status = 'pending' AND next_attempt_at <= now() AND host <> ALL($1::text[])
+  ORDER BY next_attempt_at
+  LIMIT $2
+), ranked AS (
+  SELECT c.id, c.next_attempt_at, coalesce(r.room, $3) AS room,
+         row_number() OVER (PARTITION BY c.host ORDER BY c.next_attempt_at, c.id) AS n
+  FROM candidates c LEFT JOIN unnest($4::text[], $5::integer[]) AS r(host, room)
+    ON r.host = c.host
+), chosen AS (
+  SELECT id FROM ranked WHERE n <= room ORDER BY next_attempt_at LIMIT $6
+)""" + _LEASE_TEMPLATE.format(ids="ARRAY(SELECT id FROM chosen)", lease="$7", claim="$8")
 
 # Seconds until the next pending delivery (of a host with room) is due.
 _NEXT_DUE = """
@@ -47,17 +68,8 @@ FROM realtime.webhook_deliveries
 WHERE status = 'pending' AND host <> ALL($1::text[])
 """
 
-_DELIVERED = """
-WITH d AS (
-  UPDATE realtime.webhook_deliveries
-  SET status = 'delivered', delivered_at = now(), updated_at = now(), lease_token = NULL,
-      last_status_code = $3, last_error = NULL
-  WHERE id = $1 AND lease_token = $2 AND status = 'pending'
-  RETURNING message_id
-)
-UPDATE realtime.messages m SET wh_delivered_count = m.wh_delivered_count + 1
-FROM d WHERE m.id = d.message_id
-"""
+# Batches of successful attempts (ids, tokens, status codes): see 008_webhooks_fast.sql.
+_DELIVERED = "SELECT realtime.webhook_mark_delivered($1::uuid[], $2::uuid[], $3::integer[])"
 
 # Retry after `delay` seconds, but never past the end of the retry period: the last
 # try happens at its end. After that, or when the receiver itself asked to wait
@@ -85,6 +97,16 @@ WHERE id = $1 AND lease_token = $2 AND status = 'pending'
 _RELEASE = """
 UPDATE realtime.webhook_deliveries d
 SET next_attempt_at = now(), lease_token = NULL, updated_at = now()
+FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
+WHERE d.id = r.id AND d.lease_token = r.token AND d.status = 'pending'
+"""
+
+# Claimed but never sent (queued past its lease budget, or queued at shutdown): the
+# attempt it was counted as did not happen.
+_RELEASE_UNSENT = """
+UPDATE realtime.webhook_deliveries d
+SET next_attempt_at = now(), lease_token = NULL, updated_at = now(),
+    attempts = greatest(d.attempts - 1, 0)
 FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
 WHERE d.id = r.id AND d.lease_token = r.token AND d.status = 'pending'
 """
@@ -118,21 +140,19 @@ class Claim:
     next_due: float | None
 
 
-def pick(
-    candidates: Sequence[Mapping[str, Any]], limit: int, per_host: int, busy: Mapping[str, int]
-) -> list[uuid.UUID]:
-    """Candidates, in order, that fit the free slots and each host's free slots."""
-    taken: dict[str, int] = {}
-    chosen: list[uuid.UUID] = []
-    for row in candidates:
-        if len(chosen) >= limit:
-            break
-        host = row["host"]
-        if busy.get(host, 0) + taken.get(host, 0) >= per_host:
-            continue
-        taken[host] = taken.get(host, 0) + 1
-        chosen.append(row["id"])
-    return chosen
+def rooms(busy: Mapping[str, int], per_host: int) -> tuple[list[str], list[str], list[int]]:
+    """Split hosts this process holds deliveries of into those at their limit (left
+    out of the claim) and the others with their free room."""
+    saturated: list[str] = []
+    hosts: list[str] = []
+    room: list[int] = []
+    for host, n in busy.items():
+        if n >= per_host:
+            saturated.append(host)
+        elif n > 0:
+            hosts.append(host)
+            room.append(per_host - n)
+    return saturated, hosts, room
 
 
 def _delivery(row: Mapping[str, Any]) -> Delivery:
@@ -153,35 +173,60 @@ def _delivery(row: Mapping[str, Any]) -> Delivery:
 
 
 async def claim(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | asyncpg.Connection,
     *,
     limit: int,
     per_host: int,
     busy: Mapping[str, int],
     lease_seconds: float,
     scan_factor: int = 4,
+    want_next_due: bool = True,
 ) -> Claim:
-    """Lease up to `limit` due deliveries, at most `per_host` in flight per host
-    counting the `busy` ones this process already has."""
+    """Lease up to `limit` due deliveries, at most `per_host` per host counting the
+    `busy` ones this process already holds. `next_due` is only looked up (one more
+    round trip) when the claim came back short and `want_next_due`."""
     token = uuid.uuid4()
-    saturated = [host for host, n in busy.items() if n >= per_host]
-    async with pool.acquire() as conn, conn.transaction():
-        candidates = await conn.fetch(_CANDIDATES, saturated, limit * scan_factor)
-        chosen = pick(candidates, limit, per_host, busy)
-        rows = await conn.fetch(_LEASE, chosen, float(lease_seconds), token) if chosen else []
+    saturated, hosts, room = rooms(busy, per_host)
+    async with contextlib.AsyncExitStack() as stack:
+        conn = pool
+        if isinstance(pool, asyncpg.Pool):
+            conn = await stack.enter_async_context(pool.acquire())
+        rows = await conn.fetch(
+            _CLAIM,
+            saturated,
+            limit * scan_factor,
+            per_host,
+            hosts,
+            room,
+            limit,
+            float(lease_seconds),
+            token,
+        )
         next_due = None
-        if len(rows) < limit:
+        if len(rows) < limit and want_next_due:
             next_due = await conn.fetchval(_NEXT_DUE, saturated)
-    order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
-    deliveries = sorted((_delivery(r) for r in rows), key=lambda d: order[d.id])
+    deliveries = sorted((_delivery(r) for r in rows), key=lambda d: (d.created_at, d.url))
     return Claim(token=token, deliveries=deliveries, next_due=next_due)
+
+
+async def mark_delivered_many(
+    pool: asyncpg.Pool | asyncpg.Connection, outcomes: Sequence[tuple[uuid.UUID, uuid.UUID, int]]
+) -> int:
+    """Record successful attempts (id, claim token, status code) and count them on
+    their messages, in one round trip; returns how many still held their claim."""
+    if not outcomes:
+        return 0
+    ids = [o[0] for o in outcomes]
+    tokens = [o[1] for o in outcomes]
+    codes = [o[2] for o in outcomes]
+    return int(await pool.fetchval(_DELIVERED, ids, tokens, codes) or 0)
 
 
 async def mark_delivered(
     pool: asyncpg.Pool, delivery_id: uuid.UUID, token: uuid.UUID, status_code: int
 ) -> None:
-    """Delivered: record it and count it on the message, in one statement."""
-    await pool.execute(_DELIVERED, delivery_id, token, status_code)
+    """Delivered: record it and count it on the message (a batch of one)."""
+    await mark_delivered_many(pool, [(delivery_id, token, status_code)])
 
 
 async def schedule_retry(
@@ -222,12 +267,18 @@ async def mark_final(
     await pool.execute(_FINAL, delivery_id, token, status, error, status_code)
 
 
-async def release(pool: asyncpg.Pool, claims: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Give back claimed deliveries (id, token) that were not finished: due now."""
+async def release(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    claims: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    *,
+    unsent: bool = False,
+) -> None:
+    """Give back claimed deliveries (id, token) that were not finished: due now.
+    `unsent`: no request was made, so the attempt counted by the claim is taken back."""
     if claims:
         ids = [delivery_id for delivery_id, _ in claims]
         tokens = [token for _, token in claims]
-        await pool.execute(_RELEASE, ids, tokens)
+        await pool.execute(_RELEASE_UNSENT if unsent else _RELEASE, ids, tokens)
 
 
 async def message_exists(conn: asyncpg.Connection | asyncpg.Pool, message_id: uuid.UUID) -> bool:

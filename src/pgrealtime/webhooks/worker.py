@@ -7,16 +7,29 @@ trigger wakes the worker at once; a short poll is the fallback, and the time unt
 next due retry bounds each sleep so retries go out on time.
 
 Concurrency is capped overall and per target host, so a slow receiver holds at most
-`per_host_concurrency` slots and cannot starve the others.
+`per_host_concurrency` requests and cannot starve the others.
+
+Database round trips, not HTTP, limited throughput, so the worker keeps them off the
+path of each request:
+
+- It claims ahead: up to `prefetch_per_host` leased deliveries per host wait in a local
+  queue, and a finished request starts the next one at once. A host's queue is
+  refilled, in one claim of many rows, when it runs empty and the host had more due.
+- A host's slot is free as soon as its response is read; the outcome is written
+  afterwards, successes in batches (`recorder.py`).
+
+A queued delivery is sent only while its lease leaves room for a whole attempt; one
+that waited too long is given back instead, so two processes never send it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -30,6 +43,7 @@ from pgrealtime.webhooks.backoff import (
 )
 from pgrealtime.webhooks.payload import Delivery
 from pgrealtime.webhooks.policy import UrlPolicy
+from pgrealtime.webhooks.recorder import DEFAULT_DELAY, DeliveredRecorder, KeptConnection
 from pgrealtime.webhooks.signing import signature_headers
 from pgrealtime.webhooks.transport import AttemptResult, WebhookTransport
 
@@ -37,6 +51,26 @@ log = logging.getLogger(__name__)
 
 MIN_SLEEP = 0.02
 DB_ERROR_SLEEP = 1.0
+DEFAULT_PER_HOST = 32  # see docs/webhooks.md: 8 left a loopback receiver idle half the time
+DEFAULT_MAX_CONCURRENCY = 128  # four hosts at their limit leave room for the others
+# rows leased by one claim at most (the claim scans 4 times as many candidates)
+CLAIM_MAX = 128
+# between two claims at least this long: completions that come together share one
+CLAIM_INTERVAL = 0.005
+# new work announced while busy is claimed at most this often (hosts being worked on
+# are refilled as they run empty anyway; this is for other hosts)
+BUSY_NOTIFY_INTERVAL = 0.05
+# how often a short claim also asks when the next retry is due
+NEXT_DUE_INTERVAL = 0.1
+# a queued delivery must start with this much lease left beyond the attempt timeout
+LEASE_MARGIN = 20.0
+
+
+@dataclass(slots=True)
+class _Queued:
+    delivery: Delivery
+    token: uuid.UUID
+    send_by: float  # loop time after which the lease may not cover an attempt
 
 
 class WebhookWorker:
@@ -51,10 +85,12 @@ class WebhookWorker:
         base_delay: float = DEFAULT_BASE_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
         poll_interval: float = 0.5,
-        max_concurrency: int = 64,
-        per_host_concurrency: int = 8,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        per_host_concurrency: int | None = None,
+        prefetch_per_host: int | None = None,
         lease_seconds: float | None = None,
         max_response_bytes: int = 64 * 1024,
+        record_delay: float = DEFAULT_DELAY,
     ) -> None:
         self._pool = pool
         self._secret = settings.webhook_secret or None
@@ -64,147 +100,314 @@ class WebhookWorker:
         self._max_delay = max_delay
         self._poll_interval = poll_interval
         self._max_concurrency = max(1, max_concurrency)
-        self._per_host = max(1, per_host_concurrency)
-        # a claim must outlive the attempt (timeout) and recording its outcome
-        self._lease_seconds = lease_seconds or self._timeout + 30.0
+        if per_host_concurrency is None:
+            per_host_concurrency = getattr(
+                settings, "webhook_per_host_concurrency", DEFAULT_PER_HOST
+            )
+        self._per_host = max(1, min(per_host_concurrency, self._max_concurrency))
+        prefetch = self._per_host if prefetch_per_host is None else max(0, prefetch_per_host)
+        self._hold_per_host = self._per_host + prefetch  # queued + sending, per host
+        self._hold_total = self._max_concurrency + max(prefetch, self._max_concurrency)
+        # a claim must outlive waiting in the queue (about one attempt), the attempt
+        # (timeout) and recording its outcome
+        self._lease_seconds = lease_seconds or 2 * self._timeout + 30.0
+        # (a quarter of the lease when it is too short for that: tests, odd settings)
+        self._queue_seconds = max(
+            self._lease_seconds - self._timeout - LEASE_MARGIN, self._lease_seconds / 4
+        )
         self._policy = UrlPolicy.create(
             settings.webhook_allow_private_networks, settings.webhook_allowed_hosts
         )
+        # pure for a given URL; most deliveries share a few URLs
+        self._check_url = functools.lru_cache(maxsize=4096)(self._policy.check_url)
         self._transport = WebhookTransport(
             self._policy,
             timeout=self._timeout,
             max_connections=self._max_concurrency,
             max_response_bytes=max_response_bytes,
         )
+        self._recorder = DeliveredRecorder(pool, delay=record_delay)
+        # claims run on a kept connection that also LISTENs for new deliveries
+        self._conn = KeptConnection(pool, self._listen_on, self._unlisten)
         self._wake = asyncio.Event()
         self._stopping = False
-        self._busy: Counter[str] = Counter()
+        # claimed, not started yet, per host (oldest first)
+        self._ready: dict[str, deque[_Queued]] = {}
+        # per host: queued + sending (what a claim may add to), and sending alone
+        self._held: Counter[str] = Counter()
+        self._held_total = 0
+        self._sending: Counter[str] = Counter()
+        self._sending_total = 0
+        self._unsent: set[asyncio.Task[None]] = set()
+        # tasks sending or recording, with the claim each holds (released at stop)
         self._inflight: dict[asyncio.Task[None], tuple[uuid.UUID, uuid.UUID]] = {}
+        self._hosts: dict[asyncio.Task[None], str] = {}
+        self._backlogged: set[str] = set()  # hosts whose last claim was cut by their room
+        self._give_back: list[tuple[uuid.UUID, uuid.UUID]] = []
+        self._new_work = True
+        self._refill = False
+        self._last_claim = -1e9
+        self._last_next_due = -1e9
+        self.claims = 0  # claim statements so far, and rows they leased (for profiling)
+        self.claimed = 0
         self._loop_task: asyncio.Task[None] | None = None
-        self._listen_task: asyncio.Task[None] | None = None
+
+    @property
+    def recorder(self) -> DeliveredRecorder:
+        return self._recorder
 
     async def start(self) -> None:
         if self._loop_task is not None:
             return
         await self._transport.start()
         self._stopping = False
-        self._listen_task = asyncio.create_task(self._listen(), name="webhook-listen")
         self._loop_task = asyncio.create_task(self._run(), name="webhook-claim")
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming; let attempts in flight finish for up to `grace` seconds
         (default: the attempt timeout), then abandon the rest and release their claims
-        so another worker sends them right away."""
+        (and those still queued) so another worker sends them right away."""
         if self._loop_task is None:
             return
         self._stopping = True
         self._wake.set()
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            await asyncio.gather(self._listen_task, return_exceptions=True)
         await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self._conn.drop()  # the pool's reset ends the LISTEN
+        unsent = self._take_back()
+        abandoned: list[tuple[uuid.UUID, uuid.UUID]] = []
         tasks = list(self._inflight)
         if tasks:
             wait = self._timeout + 1.0 if grace is None else grace
             _, pending = await asyncio.wait(tasks, timeout=wait) if wait > 0 else ((), tasks)
-            abandoned = [self._inflight[t] for t in pending if t in self._inflight]
+            abandoned += [self._inflight[t] for t in pending if t in self._inflight]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            try:
-                await store.release(self._pool, abandoned)
-            except Exception:
-                log.warning("could not release webhook claims; their leases will expire")
+        await self._recorder.close()  # outcomes already known are written, not re-sent
+        try:
+            await store.release(self._pool, unsent, unsent=True)
+            await store.release(self._pool, abandoned)
+        except Exception:
+            log.warning("could not release webhook claims; their leases will expire")
         await self._transport.close()
-        self._loop_task = self._listen_task = None
+        self._loop_task = None
+
+    def _take_back(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Claims queued but not started (and those set aside), to be released."""
+        claims = self._give_back
+        self._give_back = []
+        for queue in self._ready.values():
+            claims += [(q.delivery.id, q.token) for q in queue]
+            for q in queue:
+                self._unhold(q.delivery.host)
+        self._ready.clear()
+        return claims
 
     # -- wake-ups --------------------------------------------------------------
 
     def _on_notify(self, *_: object) -> None:
+        self._new_work = True
         self._wake.set()
 
-    async def _listen(self) -> None:
-        """LISTEN on a pooled connection while running; re-established after errors.
-        Missed notifications only delay work until the next poll."""
-        while not self._stopping:
-            try:
-                await self._listen_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("webhook listener lost: %s", type(exc).__name__)
-            await asyncio.sleep(DB_ERROR_SLEEP)
+    def _on_lost(self, _conn: object) -> None:
+        self._new_work = True  # the next claim finds it closed and takes another one
+        self._wake.set()
 
-    async def _listen_once(self) -> None:
-        """Listen until the connection is lost (or the task is cancelled)."""
-        closed = asyncio.Event()
+    async def _unlisten(self, conn: asyncpg.Connection) -> None:
+        """Before the connection goes back to the pool."""
+        conn.remove_termination_listener(self._on_lost)
+        if not conn.is_closed():
+            await conn.remove_listener(store.NOTIFY_CHANNEL, self._on_notify)
 
-        def on_close(_conn: object) -> None:
-            closed.set()
-
-        async with self._pool.acquire() as conn:
-            conn.add_termination_listener(on_close)
-            await conn.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
-            try:
-                self._wake.set()  # anything queued while we were not listening
-                await closed.wait()
-            finally:
-                conn.remove_termination_listener(on_close)
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(store.NOTIFY_CHANNEL, self._on_notify)
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        """Set up a newly kept connection: LISTEN on it. Notifications missed while
+        there was none only delay work until the claim made right after."""
+        conn.add_termination_listener(self._on_lost)
+        await conn.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
+        self._new_work = True  # anything queued while we were not listening
 
     # -- claiming ----------------------------------------------------------------
 
+    def _claim_wanted(self, now: float) -> float:
+        """0 when a claim should run now, else seconds to wait before asking again."""
+        if self._hold_total - self._held_total <= 0:
+            return self._poll_interval if not self._new_work else MIN_SLEEP
+        if self._refill or (self._new_work and self._held_total == 0):
+            return 0.0
+        if self._new_work:
+            return max(0.0, self._last_claim + BUSY_NOTIFY_INTERVAL - now)
+        return self._poll_interval
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        sleep = 0.0
         while not self._stopping:
-            self._wake.clear()
-            sleep = self._poll_interval
-            free = self._max_concurrency - len(self._inflight)
-            if free > 0:
+            if sleep > 0:
                 try:
-                    claim = await store.claim(
-                        self._pool,
-                        limit=free,
-                        per_host=self._per_host,
-                        busy=self._busy,
-                        lease_seconds=self._lease_seconds,
-                    )
-                except Exception as exc:  # keep the loop alive: the database may come back
-                    log.warning("webhook claim failed: %s", type(exc).__name__)
-                    sleep = DB_ERROR_SLEEP
-                else:
-                    for delivery in claim.deliveries:
-                        self._spawn(delivery, claim.token)
-                    if claim.next_due is not None:
-                        sleep = max(MIN_SLEEP, min(sleep, claim.next_due))
+                    await asyncio.wait_for(self._wake.wait(), sleep)
+                except TimeoutError:
+                    self._new_work = True  # the poll, or a retry that came due
+            self._wake.clear()
             if self._stopping:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), sleep)
+            if self._give_back:
+                await self._release_set_aside()
+            now = loop.time()
+            sleep = self._claim_wanted(now)
+            if sleep > 0:
+                continue
+            gap = self._last_claim + CLAIM_INTERVAL - now
+            if gap > 0:  # let completions that come together share this claim
+                await asyncio.sleep(gap)
+                if self._stopping:
+                    break
+            room = min(CLAIM_MAX, self._hold_total - self._held_total)
+            self._refill = self._new_work = False
+            self._last_claim = now = loop.time()
+            want_next_due = now - self._last_next_due >= NEXT_DUE_INTERVAL
+            held = dict(self._held)
+            try:
+                conn = await self._conn.get()
+                claim = await store.claim(
+                    conn,
+                    limit=room,
+                    per_host=self._hold_per_host,
+                    busy=held,
+                    lease_seconds=self._lease_seconds,
+                    want_next_due=want_next_due or self._held_total == 0,
+                )
+            except Exception as exc:  # keep the loop alive: the database may come back
+                log.warning("webhook claim failed: %s", type(exc).__name__)
+                await self._conn.drop()
+                sleep = DB_ERROR_SLEEP
+                continue
+            self.claims += 1
+            self.claimed += len(claim.deliveries)
+            if self._stopping:  # stop() is waiting for us: hand these back with the rest
+                self._give_back += [(d.id, claim.token) for d in claim.deliveries]
+                break
+            self._take(claim, held, loop.time() + self._queue_seconds)
+            sleep = self._poll_interval
+            if claim.next_due is not None:
+                self._last_next_due = now
+                sleep = max(MIN_SLEEP, min(sleep, claim.next_due))
 
-    def _spawn(self, delivery: Delivery, token: uuid.UUID) -> None:
-        self._busy[delivery.host] += 1
-        task = asyncio.create_task(self._deliver(delivery, token))
-        self._inflight[task] = (delivery.id, token)
-        task.add_done_callback(lambda t, host=delivery.host: self._done(t, host))
+    def _take(self, claim: store.Claim, held_before: dict[str, int], send_by: float) -> None:
+        """Queue what a claim leased, note which hosts have more, start what fits."""
+        got: Counter[str] = Counter()
+        for delivery in claim.deliveries:
+            host = delivery.host
+            self._ready.setdefault(host, deque()).append(_Queued(delivery, claim.token, send_by))
+            self._held[host] += 1
+            self._held_total += 1
+            got[host] += 1
+        for host in set(got) | self._backlogged:
+            before = held_before.get(host, 0)
+            if before >= self._hold_per_host:
+                continue  # left out of this claim: nothing learnt
+            if got[host] >= self._hold_per_host - before:
+                self._backlogged.add(host)
+            else:
+                self._backlogged.discard(host)
+        self._dispatch(None)
 
-    def _done(self, task: asyncio.Task[None], host: str) -> None:
+    async def _release_set_aside(self) -> None:
+        claims, self._give_back = self._give_back, []
+        try:
+            await store.release(self._pool, claims, unsent=True)
+        except Exception:
+            log.warning("could not release webhook claims; their leases will expire")
+
+    # -- starting and finishing ---------------------------------------------------
+
+    def _dispatch(self, host: str | None) -> None:
+        """Start queued deliveries that have a free slot: those of `host` (its slot was
+        just freed), or of every host in turn (after a claim, or when the overall limit
+        was what held them back)."""
+        if self._stopping:
+            return
+        hosts = [host] if host is not None else list(self._ready)
+        loop_time = asyncio.get_running_loop().time()
+        for h in hosts:
+            if self._sending_total >= self._max_concurrency:
+                break
+            queue = self._ready.get(h)
+            if queue is None:
+                continue
+            started = False
+            while (
+                queue
+                and self._sending[h] < self._per_host
+                and self._sending_total < self._max_concurrency
+            ):
+                item = queue.popleft()
+                if loop_time > item.send_by:  # its lease may run out mid-attempt
+                    self._unhold(h)
+                    self._give_back.append((item.delivery.id, item.token))
+                    self._new_work = True
+                    self._wake.set()
+                    continue
+                self._start(item)
+                started = True
+            if not queue:
+                del self._ready[h]
+                if h in self._backlogged:
+                    self._refill = True
+                    self._wake.set()
+            elif started and host is None:
+                self._ready[h] = self._ready.pop(h)  # round robin between hosts
+
+    def _start(self, item: _Queued) -> None:
+        host = item.delivery.host
+        self._sending[host] += 1
+        self._sending_total += 1
+        task = asyncio.create_task(self._deliver(item.delivery, item.token))
+        self._inflight[task] = (item.delivery.id, item.token)
+        self._hosts[task] = host
+        self._unsent.add(task)
+        task.add_done_callback(self._done)
+
+    def _unhold(self, host: str) -> None:
+        self._held[host] -= 1
+        if self._held[host] <= 0:
+            del self._held[host]
+        self._held_total -= 1
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """The request of `task` is over: its host slot is free for the next one."""
+        if task not in self._unsent:
+            return
+        self._unsent.discard(task)
+        host = self._hosts.pop(task)
+        at_limit = self._sending_total >= self._max_concurrency
+        self._sending[host] -= 1
+        if self._sending[host] <= 0:
+            del self._sending[host]
+        self._sending_total -= 1
+        self._unhold(host)
+        self._dispatch(None if at_limit else host)
+        if host not in self._ready and host in self._backlogged:
+            self._refill = True
+            self._wake.set()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._sent(task)  # a task cancelled before it ran
         self._inflight.pop(task, None)
-        self._busy[host] -= 1
-        if self._busy[host] <= 0:
-            del self._busy[host]
-        self._wake.set()  # a slot is free
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery task failed", exc_info=task.exception())
 
     # -- one delivery ----------------------------------------------------------
 
     async def _deliver(self, delivery: Delivery, token: uuid.UUID) -> None:
+        task = asyncio.current_task()
         try:
             result = await self._attempt(delivery)
         except Exception as exc:  # a bug must not leave the claim to its lease forever
             log.exception("webhook attempt crashed", extra={"delivery_id": str(delivery.id)})
             result = AttemptResult(Outcome.RETRY, error=f"internal error: {type(exc).__name__}")
+        finally:
+            if task is not None:
+                self._sent(task)
         try:
             await self._record(delivery, token, result)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
@@ -216,7 +419,7 @@ class WebhookWorker:
             )
 
     async def _attempt(self, delivery: Delivery) -> AttemptResult:
-        error = self._policy.check_url(delivery.url)
+        error = self._check_url(delivery.url)
         if error is not None:
             return AttemptResult(Outcome.FAILED, error=error)
         body = payload.body(delivery)
@@ -226,6 +429,9 @@ class WebhookWorker:
         return await self._transport.send(delivery.url, body, headers)
 
     async def _record(self, delivery: Delivery, token: uuid.UUID, result: AttemptResult) -> None:
+        if result.outcome is Outcome.DELIVERED:
+            await self._recorder.delivered(delivery.id, token, result.status_code or 200)
+            return
         context = {
             "delivery_id": str(delivery.id),
             "message_id": str(delivery.message_id),
@@ -233,10 +439,7 @@ class WebhookWorker:
             "attempt": delivery.attempts,
             "status_code": result.status_code,
         }
-        if result.outcome is Outcome.DELIVERED:
-            await store.mark_delivered(self._pool, delivery.id, token, result.status_code or 200)
-            log.debug("webhook delivered", extra=context)
-        elif result.outcome is Outcome.RETRY:
+        if result.outcome is Outcome.RETRY:
             strict = result.retry_after is not None
             delay = (
                 result.retry_after

@@ -21,14 +21,17 @@ from pgrealtime.changes.filters import FilterError
 from pgrealtime.changes.visibility import SubscriptionDenied
 from pgrealtime.channels import channel_name_error
 from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
+from pgrealtime.delivery import Delivery, Recovery
+from pgrealtime.history import History, read_history
 from pgrealtime.hub import Hub, Outbox
 from pgrealtime.publisher import Publisher, PublishRefused
+from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits
+from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.ws import frames
 from pgrealtime.ws.frames import ErrorCode, FrameError
 
 log = logging.getLogger(__name__)
 
-AUTHORIZE_SUBSCRIBE_SQL = "SELECT status, channel_id FROM realtime.authorize_subscribe($1, $2, $3)"
 # The database cannot be reached right now (as opposed to refusing a statement).
 DB_UNAVAILABLE = (
     OSError,
@@ -45,6 +48,7 @@ class Subscription:
     channel: str
     channel_id: str | None  # the governing channel row; None for db: channels
     table: TableSubscriber | None = None  # set for db: channels
+    recovery: Recovery | None = None  # set while a resume catches up with live messages
 
 
 @dataclass
@@ -57,6 +61,10 @@ class SessionContext:
     pool: asyncpg.Pool
     max_frame_bytes: int
     db_channels: DbChannels
+    delivery: Delivery
+    subscribe_checks: SubscribeChecks
+    max_recover: int = 10_000  # messages sent at most when resuming with `since`
+    limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
 
 
 class Session:
@@ -69,6 +77,7 @@ class Session:
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._expiry: asyncio.TimerHandle | None = None
+        self.publish_bucket = ctx.limits.publish_bucket(time.monotonic())
 
     # -- output ---------------------------------------------------------------
     def send(self, frame: dict) -> None:
@@ -95,6 +104,18 @@ class Session:
         except FrameError as exc:
             self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
             return
+        try:
+            await self._dispatch(frame)
+        except Exception:  # a bug must cost one frame, not the connection
+            log.exception("handling a %s frame failed", type(frame).__name__.lower())
+            self.send_error(
+                ErrorCode.INTERNAL_ERROR,
+                "Internal error while handling this frame",
+                frame.id,
+                getattr(frame, "channel", None),
+            )
+
+    async def _dispatch(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.Auth):
             self.on_auth(frame)
         elif isinstance(frame, frames.Ping):
@@ -151,24 +172,33 @@ class Session:
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
             return
+        problem = frames.since_error(frame.since)
+        if problem is None and frame.since is not None and channel.startswith("db:"):
+            problem = "since is not supported on db: channels (changes are not stored)"
+        if problem is not None:
+            self.send_error(ErrorCode.INVALID_SINCE, problem, frame.id, channel)
+            return
         existing = self.subscriptions.get(channel)
         if existing is not None:
-            self.reply(
-                {"type": "subscribed", "channel": channel, "subscriptionId": existing.id}, frame.id
-            )
+            reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": existing.id}
+            if existing.table is None:
+                reply["position"] = self.ctx.delivery.last_position(channel) or 0
+            self.reply(reply, frame.id)
+            return
+        if self.ctx.limits.too_many_subscriptions(len(self.subscriptions)):
+            message = self.ctx.limits.too_many_subscriptions_message()
+            self.send_error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, message, frame.id, channel)
             return
         assert self.principal is not None
         if channel.startswith("db:"):
             await self.on_subscribe_table(frame)
             return
         try:
-            row = await self.ctx.pool.fetchrow(
-                AUTHORIZE_SUBSCRIBE_SQL, self.principal.role, self.principal.claims_json, channel
-            )
+            check = await self.ctx.subscribe_checks.check(self.principal, channel)
         except DB_UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
             return
-        if row["status"] == "no_channel":
+        if check.status == "no_channel":
             self.send_error(
                 ErrorCode.CHANNEL_NOT_FOUND,
                 f"No enabled channel matches {channel!r}",
@@ -176,7 +206,7 @@ class Session:
                 channel,
             )
             return
-        if row["status"] != "ok":
+        if check.status != "ok":
             self.send_error(
                 ErrorCode.UNAUTHORIZED,
                 "Not authorized to subscribe to this channel",
@@ -184,15 +214,62 @@ class Session:
                 channel,
             )
             return
-        if self.outbox.closed or channel in self.subscriptions:
+        assert check.channel_id is not None
+        if frame.since is None:
+            self.ctx.delivery.start_tracking(channel, check.position)
+            self._start_live(frame, channel, check.channel_id, None)
             return
-        subscription = Subscription(uuid.uuid4().hex, channel, str(row["channel_id"]))
+        await self._resume(frame, channel, check.channel_id, check.position)
+
+    async def _resume(
+        self, frame: frames.Subscribe, channel: str, channel_id: str, current: int
+    ) -> None:
+        """History past `since`, then what arrived while reading it, then live: the
+        positions make the seam exact (no gap, no duplicate)."""
+        delivery = self.ctx.delivery
+        delivery.start_tracking(channel, current)
+        recovery = delivery.begin_recovery(channel)
+        try:
+            history = await read_history(self.ctx.pool, channel, frame.since, current,
+                                         self.ctx.max_recover)  # fmt: skip
+        except DB_UNAVAILABLE as exc:
+            delivery.end_recovery(recovery)
+            self._subscribe_unavailable(exc, frame.id, channel)
+            return
+        # No await from here on: nothing can slip in between history and live.
+        subscription = self._start_live(frame, channel, channel_id, history)
+        if subscription is None:
+            delivery.end_recovery(recovery)
+            return
+        for message in history.messages:
+            self.outbox.send(message.frame())
+        subscription.recovery = recovery
+        delivery.go_live(recovery, self.outbox, history.position)
+
+    def _start_live(
+        self,
+        frame: frames.Subscribe,
+        channel: str,
+        channel_id: str,
+        history: History | None,
+    ) -> Subscription | None:
+        """Record the subscription and answer `subscribed`; without history, join the
+        channel's live fan-out at once (a resume joins it through Delivery.go_live)."""
+        if self.outbox.closed or channel in self.subscriptions:
+            return None
+        subscription = Subscription(uuid.uuid4().hex, channel, channel_id)
         self.subscriptions[channel] = subscription
-        self.ctx.hub.subscribe(channel, self.outbox)
-        self.reply(
-            {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id},
-            frame.id,
-        )
+        if history is None:
+            self.ctx.hub.subscribe(channel, self.outbox)
+        reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id}
+        if history is None:
+            reply["position"] = self.ctx.delivery.last_position(channel) or 0
+        else:
+            reply["position"] = history.position
+            reply["recovered"] = history.recovered
+            reply["missed"] = len(history.messages)
+        self.reply(reply, frame.id)
+        return subscription
 
     def _subscribe_unavailable(
         self, exc: BaseException, request_id: str | int | None, channel: str
@@ -235,8 +312,10 @@ class Session:
     def _release(self, subscription: Subscription) -> None:
         if subscription.table is not None:
             self.ctx.db_channels.unsubscribe(subscription.table)
-        else:
-            self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
+            return
+        if subscription.recovery is not None:
+            self.ctx.delivery.end_recovery(subscription.recovery)
+        self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
 
     def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
         subscription = self.subscriptions.pop(frame.channel, None)
@@ -266,6 +345,10 @@ class Session:
         if problem is not None:
             self.send_error(ErrorCode.INVALID_EVENT, problem, frame.id, channel)
             return
+        if self.publish_bucket is not None and not self.publish_bucket.take(time.monotonic()):
+            message = self.ctx.limits.rate_limited_message()
+            self.send_error(ErrorCode.RATE_LIMITED, message, frame.id, channel)
+            return
         assert self.principal is not None
         task = asyncio.ensure_future(
             self.ctx.publisher.publish(self.principal, channel, frame.event, frame.payload)
@@ -284,6 +367,7 @@ class Session:
                     "messageId": message.id,
                     "channel": frame.channel,
                     "event": frame.event,
+                    "position": message.position,
                 },
                 frame.id,
             )
