@@ -3,12 +3,13 @@ and a fresh database per test cloned from a migrated template."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from urllib.parse import urlsplit
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -192,6 +193,15 @@ class Server:
             reply = await client.auth(token)
             assert reply["type"] == "auth_success", reply
         return client
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll until `predicate()` holds; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 def make_settings(**overrides: Any) -> Settings:

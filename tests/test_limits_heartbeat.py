@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 import pytest
-from tests.conftest import Server, make_settings
+from tests.conftest import Server, eventually, make_settings
 
 from pgrealtime.cli import build_parser
 from pgrealtime.config import settings_from_args
@@ -17,15 +17,6 @@ RATE_LIMITED = make_settings(publish_rate=1, publish_burst=3)
 TWO_SUBSCRIPTIONS = make_settings(max_subscriptions=2)
 FAST_HEARTBEAT = make_settings(heartbeat_seconds=0.5)
 NO_HEARTBEAT = make_settings(heartbeat_seconds=0)
-
-
-async def _until(predicate, timeout: float = 15.0) -> None:
-    """Poll until `predicate()` holds; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 # --- publish rate -------------------------------------------------------------------
@@ -152,7 +143,7 @@ async def test_a_peer_that_never_answers_pings_is_dropped(server: Server) -> Non
     writer.write(_masked(json.dumps({"type": "auth", "token": server.token()})))
     writer.write(_masked(json.dumps({"type": "subscribe", "channel": "hb:dead"})))
     await writer.drain()
-    await _until(lambda: hub.subscriber_count("hb:dead") == 1)
+    await eventually(lambda: hub.subscriber_count("hb:dead") == 1)
 
     # a normal client, whose library answers pings while it reads, stays
     live = await server.connect(server.token())
@@ -166,7 +157,7 @@ async def test_a_peer_that_never_answers_pings_is_dropped(server: Server) -> Non
     reading = asyncio.create_task(read_live())
     try:
         # ping after 0.5 s of silence, no pong within 0.25 s: dropped
-        await _until(lambda: hub.subscriber_count("hb:dead") == 0)
+        await eventually(lambda: hub.subscriber_count("hb:dead") == 0)
         # several more heartbeat rounds for the live one
         for _ in range(4):
             await asyncio.sleep(0.5)

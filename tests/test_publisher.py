@@ -37,7 +37,7 @@ class _Delivery:
 
 def _caller(role: str = "authenticated", sub: str | None = None) -> Principal:
     sub = sub or str(uuid.uuid4())
-    return Principal(role=role, user_id=sub, claims={"sub": sub, "role": role})
+    return Principal.from_claims(role, sub, {"sub": sub, "role": role})
 
 
 def _item(principal: Principal, channel: str, payload: object = None) -> dict:

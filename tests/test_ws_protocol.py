@@ -9,7 +9,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, eventually
 
 
 async def test_auth_subscribe_publish_receive(server: Server) -> None:
@@ -276,6 +276,35 @@ async def test_expired_token_closes_the_connection(server: Server) -> None:
     assert err["code"] == "TOKEN_EXPIRED"
     msg = await client.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and client.ws.close_code == 4001
+
+
+async def test_a_fresh_token_replaces_the_deadline_of_the_old_one(server: Server) -> None:
+    """Expiry runs on one process-wide clock: re-authenticating moves the session to
+    the new token's deadline, and closed sessions leave nothing on the clock."""
+    clock = server.app["session_context"].expiry
+    user = str(uuid.uuid4())
+    renewed = await server.connect(server.token(sub=user, expires_in=1))
+    doomed = await server.connect(server.token(expires_in=1))
+    assert clock.watched() == 2
+    assert (await renewed.auth(server.token(sub=user, expires_in=3600)))["type"] == "auth_success"
+    assert clock.watched() == 2  # the old deadline's entry left with the re-auth
+    err = await doomed.expect("error", timeout=5)
+    assert err["code"] == "TOKEN_EXPIRED"
+    await asyncio.sleep(0.5)  # the old deadline of `renewed` has passed as well
+    assert (await renewed.request({"type": "ping"}))["type"] == "pong"
+    await renewed.ws.close()
+    await eventually(lambda: clock.watched() == 0)
+
+
+async def test_a_plain_http_request_to_the_websocket_path_gets_a_json_error(
+    server: Server,
+) -> None:
+    async with server.http.get(server.base + "/realtime") as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["error"] == "HTTP_ERROR" and "WebSocket" in body["message"]
+    async with server.http.post(server.base + "/realtime") as resp:
+        assert resp.status == 405 and (await resp.json())["error"] == "METHOD_NOT_ALLOWED"
 
 
 async def test_an_unexpected_failure_costs_one_frame_not_the_connection(server: Server) -> None:

@@ -19,8 +19,8 @@ from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.config import Settings
-from pgrealtime.db_channels import DbChannels
 from pgrealtime.db.migrate import apply_migrations
+from pgrealtime.db_channels import DbChannels
 from pgrealtime.delivery import Delivery
 from pgrealtime.hub import Hub
 from pgrealtime.listener import Listener
@@ -28,8 +28,8 @@ from pgrealtime.messages import StoredMessage
 from pgrealtime.publisher import Publisher
 from pgrealtime.ratelimit import ConnectionLimits
 from pgrealtime.retention import retention_loop
-from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.revocation import Revalidator
+from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.webhooks import WebhookWorker
 from pgrealtime.ws.endpoint import (
     CLOSE_GOING_AWAY,
@@ -37,6 +37,8 @@ from pgrealtime.ws.endpoint import (
     Sessions,
     realtime_endpoint,
 )
+from pgrealtime.ws.expiry import ExpiryClock
+from pgrealtime.ws.keepalive import Keepalive
 from pgrealtime.ws.session import SessionContext
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app["database_url"] = database_url
     app["authenticator"] = Authenticator(settings.jwt_secret, settings.api_key)
     app["sessions"] = Sessions()
+    app["keepalive"] = Keepalive(settings.heartbeat_seconds)
     app["origin"] = uuid.uuid4().hex
     app["health_extras"] = {}
     app["background"] = []
@@ -144,6 +147,7 @@ async def _database(app: web.Application):
         db_channels=db_channels,
         delivery=delivery,
         subscribe_checks=SubscribeChecks(pool),
+        expiry=ExpiryClock(),
         max_recover=settings.max_recover,
         limits=ConnectionLimits(
             publish_rate=settings.publish_rate,
@@ -160,6 +164,8 @@ async def _database(app: web.Application):
     await webhooks.start()
     yield
     await webhooks.stop()
+    app["keepalive"].close()
+    app["session_context"].expiry.close()
     for task in app["background"]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -147,7 +147,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "--heartbeat-seconds",
         type=float,
         default=float(_env("PGREALTIME_HEARTBEAT_SECONDS") or 30),
-        help="WebSocket ping interval; a peer that misses a pong is dropped; 0 turns it off "
+        help="seconds of silence before a client is pinged; no answer within half of it "
+        "drops the connection; 0 turns it off "
         "(env PGREALTIME_HEARTBEAT_SECONDS, default %(default)s)",
     )
     parser.add_argument(

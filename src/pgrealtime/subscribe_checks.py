@@ -9,6 +9,7 @@ subscribe waits for no one.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import deque
 from dataclasses import dataclass
 
@@ -76,7 +77,8 @@ class SubscribeChecks:
                     item.future.set_result(
                         SubscribeCheck(
                             row["status"],
-                            str(channel_id) if channel_id is not None else None,
+                            # interned: every subscription of a channel keeps it
+                            sys.intern(str(channel_id)) if channel_id is not None else None,
                             row["position"] or 0,
                         )
                     )

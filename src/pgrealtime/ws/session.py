@@ -28,6 +28,7 @@ from pgrealtime.publisher import Publisher, PublishRefused
 from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits
 from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.ws import frames
+from pgrealtime.ws.expiry import ExpiryClock
 from pgrealtime.ws.frames import ErrorCode, FrameError
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,16 @@ class SessionContext:
     db_channels: DbChannels
     delivery: Delivery
     subscribe_checks: SubscribeChecks
+    expiry: ExpiryClock
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
 
 
 class Session:
+    # slots: thousands of idle sessions each carried a __dict__
+    __slots__ = ("_close", "_expires_at", "ctx", "outbox", "principal", "publish_bucket",
+                 "subscriptions")  # fmt: skip
+
     def __init__(
         self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
     ) -> None:
@@ -76,7 +82,7 @@ class Session:
         self._close = close
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expires_at: float | None = None  # watched by ctx.expiry
         self.publish_bucket = ctx.limits.publish_bucket(time.monotonic())
 
     # -- output ---------------------------------------------------------------
@@ -151,15 +157,18 @@ class Session:
         self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
 
     def _schedule_expiry(self, principal: Principal) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if principal.expires_at is None:
-            return
-        delay = max(0.0, principal.expires_at - time.time())
-        self._expiry = asyncio.get_running_loop().call_later(delay, self._on_token_expired)
+        self._unwatch_expiry()
+        if principal.expires_at is not None:
+            self._expires_at = principal.expires_at
+            self.ctx.expiry.add(self, principal.expires_at)
 
-    def _on_token_expired(self) -> None:
+    def _unwatch_expiry(self) -> None:
+        if self._expires_at is not None:
+            self.ctx.expiry.remove(self, self._expires_at)
+            self._expires_at = None
+
+    def on_token_expired(self) -> None:
+        self._expires_at = None
         self.send_error(
             ErrorCode.TOKEN_EXPIRED, "Token expired: send a fresh auth frame to stay connected"
         )
@@ -420,7 +429,6 @@ class Session:
         self._close(code, reason)
 
     def closed(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
+        self._unwatch_expiry()
         self.outbox.closed = True
         self.drop_all_subscriptions()
