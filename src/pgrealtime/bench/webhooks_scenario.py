@@ -17,7 +17,9 @@ enqueue trigger, claiming, the POST and recording the outcome.
    is stopped for `--outage-seconds` while publishing goes on, then started again on the
    same port. Every message must arrive at least once; repeats of a delivery id are
    counted as duplicates; the time from the restart until every message has arrived
-   is the drain time (it is bounded by the retry backoff, see docs/webhooks.md).
+   is the drain time (the first success after the outage makes the deliveries in
+   backoff due at once, see docs/webhooks.md; publishing goes on for a few seconds
+   after the restart, so the drain cannot end before that).
 3. **Baseline.** The same receiver driven by a bare aiohttp client POST loop in this
    process, with 8 requests in flight (the server's per-host limit until it became
    32; kept so figures stay comparable) and requests built

@@ -73,10 +73,12 @@ _DELIVERED = "SELECT realtime.webhook_mark_delivered($1::uuid[], $2::uuid[], $3:
 
 # Retry after `delay` seconds, but never past the end of the retry period: the last
 # try happens at its end. After that, or when the receiver itself asked to wait
-# (Retry-After, `strict`) beyond it, the delivery is dead.
+# (Retry-After, `strict`) beyond it, the delivery is dead. A wait the receiver asked
+# for is kept in retry_not_before, so pulling a recovered host forward leaves it alone.
 _RETRY = """
 UPDATE realtime.webhook_deliveries
 SET updated_at = now(), lease_token = NULL, last_error = $3, last_status_code = $4,
+    retry_not_before = CASE WHEN $7 THEN now() + make_interval(secs => $5) END,
     status = CASE
       WHEN now() >= retry_from + make_interval(secs => $6) THEN 'dead'
       WHEN $7 AND now() + make_interval(secs => $5) > retry_from + make_interval(secs => $6)
@@ -123,9 +125,35 @@ ORDER BY created_at, url
 _REQUEUE = """
 UPDATE realtime.webhook_deliveries
 SET status = 'pending', attempts = 0, next_attempt_at = now(), retry_from = now(),
-    lease_token = NULL, updated_at = now()
+    lease_token = NULL, retry_not_before = NULL, updated_at = now()
 WHERE message_id = $1 AND status IN ('failed', 'dead')
 """
+
+# Deliveries waiting out a backoff step (tried, not claimed, due later) made due, oldest
+# first: next_attempt_at becomes created_at, the key new deliveries get, so the backlog
+# goes out in message order. Not those the receiver asked to wait for (Retry-After).
+# Rows another statement holds are skipped, not waited for: they are being claimed or
+# recorded, and waiting could deadlock. Nothing else changes: they are still claimed
+# under a lease like any due row.
+_PULL_TEMPLATE = """
+WITH pulled AS (
+  UPDATE realtime.webhook_deliveries d
+  SET next_attempt_at = least(d.created_at, now()), updated_at = now()
+  WHERE d.id IN (SELECT id FROM realtime.webhook_deliveries
+                 WHERE {which} AND status = 'pending' AND lease_token IS NULL
+                   AND attempts > 0 AND next_attempt_at > now()
+                   AND (retry_not_before IS NULL OR retry_not_before <= now())
+                 {limit}
+                 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+)
+SELECT count(*) FROM pulled
+"""
+# those of host $1, at most $2 (the soonest due first)
+_PULL_HOST = _PULL_TEMPLATE.format(which="host = $1", limit="ORDER BY next_attempt_at LIMIT $2")
+# delivery $1 only
+_PULL_ONE = _PULL_TEMPLATE.format(which="id = $1", limit="")
+PULL_BATCH = 5000
 
 NOTIFY_CHANNEL = "realtime_webhook"
 
@@ -279,6 +307,29 @@ async def release(
         ids = [delivery_id for delivery_id, _ in claims]
         tokens = [token for _, token in claims]
         await pool.execute(_RELEASE_UNSENT if unsent else _RELEASE, ids, tokens)
+
+
+async def pull_forward(
+    pool: asyncpg.Pool | asyncpg.Connection, host: str, *, batch: int = PULL_BATCH
+) -> int:
+    """Make `host`'s deliveries in backoff due now, because it answers again; returns
+    how many. `batch` rows per statement, each its own transaction, so row locks are
+    held briefly whatever the backlog. Workers are woken with a NOTIFY."""
+    total = 0
+    while True:
+        n = int(await pool.fetchval(_PULL_HOST, host, batch) or 0)
+        total += n
+        if n < batch:
+            break
+    if total:
+        await pool.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return total
+
+
+async def pull_forward_one(pool: asyncpg.Pool | asyncpg.Connection, delivery_id: uuid.UUID) -> bool:
+    """The same for one delivery (its attempt was under way when its host recovered);
+    whether it was moved."""
+    return bool(await pool.fetchval(_PULL_ONE, delivery_id))
 
 
 async def message_exists(conn: asyncpg.Connection | asyncpg.Pool, message_id: uuid.UUID) -> bool:

@@ -20,6 +20,9 @@ path of each request:
 
 A queued delivery is sent only while its lease leaves room for a whole attempt; one
 that waited too long is given back instead, so two processes never send it at once.
+
+When a host that was down answers again, its deliveries waiting out a backoff step are
+made due at once (`recovery.py`), so the backlog drains at the worker's pace.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from pgrealtime.webhooks.backoff import (
 from pgrealtime.webhooks.payload import Delivery
 from pgrealtime.webhooks.policy import UrlPolicy
 from pgrealtime.webhooks.recorder import DEFAULT_DELAY, DeliveredRecorder, KeptConnection
+from pgrealtime.webhooks.recovery import DEFAULT_MIN_OUTAGE, HostRecovery
 from pgrealtime.webhooks.signing import signature_headers
 from pgrealtime.webhooks.transport import AttemptResult, WebhookTransport
 
@@ -91,6 +95,7 @@ class WebhookWorker:
         lease_seconds: float | None = None,
         max_response_bytes: int = 64 * 1024,
         record_delay: float = DEFAULT_DELAY,
+        recovery_min_outage: float = DEFAULT_MIN_OUTAGE,
     ) -> None:
         self._pool = pool
         self._secret = settings.webhook_secret or None
@@ -127,6 +132,8 @@ class WebhookWorker:
             max_response_bytes=max_response_bytes,
         )
         self._recorder = DeliveredRecorder(pool, delay=record_delay)
+        # a failure recorded after a recovery comes at the latest when its lease ends
+        self._recovery = HostRecovery(recovery_min_outage, straggle=self._lease_seconds)
         # claims run on a kept connection that also LISTENs for new deliveries
         self._conn = KeptConnection(pool, self._listen_on, self._unlisten)
         self._wake = asyncio.Event()
@@ -400,6 +407,7 @@ class WebhookWorker:
 
     async def _deliver(self, delivery: Delivery, token: uuid.UUID) -> None:
         task = asyncio.current_task()
+        started = asyncio.get_running_loop().time()
         try:
             result = await self._attempt(delivery)
         except Exception as exc:  # a bug must not leave the claim to its lease forever
@@ -409,7 +417,7 @@ class WebhookWorker:
             if task is not None:
                 self._sent(task)
         try:
-            await self._record(delivery, token, result)
+            await self._record(delivery, token, result, started)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
             # the lease runs out and the delivery is tried again: at least once
             log.warning(
@@ -428,9 +436,15 @@ class WebhookWorker:
             headers.update(signature_headers(self._secret, body))
         return await self._transport.send(delivery.url, body, headers)
 
-    async def _record(self, delivery: Delivery, token: uuid.UUID, result: AttemptResult) -> None:
+    async def _record(
+        self, delivery: Delivery, token: uuid.UUID, result: AttemptResult, started: float
+    ) -> None:
         if result.outcome is Outcome.DELIVERED:
+            # noted before the write, so failures recorded meanwhile count as late ones
+            recovered = self._recovery.succeeded(delivery.host, asyncio.get_running_loop().time())
             await self._recorder.delivered(delivery.id, token, result.status_code or 200)
+            if recovered:
+                await self._pull_forward(delivery.host)
             return
         context = {
             "delivery_id": str(delivery.id),
@@ -458,6 +472,10 @@ class WebhookWorker:
             )
             level = logging.WARNING if status == "dead" else logging.INFO
             log.log(level, "webhook attempt failed (%s)", status or "claim lost", extra=context)
+            # noted once written, so a recovery seen later includes this row or knows it
+            if status == "pending" and not strict:
+                if self._recovery.failed(delivery.host, started):
+                    await self._pull_forward(delivery.host, delivery.id)
         else:
             await store.mark_final(
                 self._pool,
@@ -468,3 +486,20 @@ class WebhookWorker:
                 status_code=result.status_code,
             )
             log.warning("webhook failed permanently", extra=context)
+
+    async def _pull_forward(self, host: str, delivery_id: uuid.UUID | None = None) -> None:
+        """`host` answers again after an outage: make its deliveries in backoff (or just
+        `delivery_id`, which failed with the outage) due now. On a database error they
+        keep their backoff: slower, nothing lost."""
+        try:
+            if delivery_id is None:
+                moved = await store.pull_forward(self._pool, host)
+            else:
+                moved = int(await store.pull_forward_one(self._pool, delivery_id))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("could not make a recovered host's deliveries due: %s", type(exc).__name__)
+            return
+        if moved:
+            log.info("webhook host answers again", extra={"host": host, "made_due": moved})
+            self._new_work = True
+            self._wake.set()
