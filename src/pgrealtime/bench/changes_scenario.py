@@ -6,8 +6,11 @@ Three measurements on one server:
    writers commit one INSERT per transaction on an open-loop schedule. Each row holds
    the time it was *scheduled* (`sent_ns`, the generator's monotonic clock) and a
    sequence number per writer, so commit-to-delivery latency runs from the schedule,
-   as in the other scenarios, and includes the commit itself. The receivers are in
-   the same process, on the same clock.
+   as in the other scenarios, and includes the commit itself. The writers run in a
+   child process of their own (`writer_process`), pinned to the generator's cpu: in
+   the receivers' process (100,000 frames/s) their commits were late by that event
+   loop's delay, which then read as the server's latency. Both processes read the
+   same clock (CLOCK_MONOTONIC).
 2. **Latency (the baseline).** The same sessions, also subscribed to the plain channel
    `bench:changes`, fed at the same rate by the same writers calling
    `realtime.publish()` from SQL. That is the other way a database write reaches
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import random
 import re
 import time
@@ -50,16 +54,15 @@ import orjson
 from pgrealtime.bench import fastws
 from pgrealtime.bench.loadgen import (
     Recorder,
-    SendStats,
     Session,
     bounded_gather,
     now_ns,
-    run_schedule,
 )
-from pgrealtime.bench.procstat import ServerProbe, own_cpu_seconds
+from pgrealtime.bench.procstat import ServerProbe, cpu_seconds, own_cpu_seconds
 from pgrealtime.bench.scenarios import Sizes, _close_all, _other_pct, _sleep_until, quiet_gc
 from pgrealtime.bench.servers import Target
 from pgrealtime.bench.stats import SequenceTracker, summarize_ns
+from pgrealtime.bench.writer_process import WriterPlan, WriterProcess
 
 ROWS_TABLE = "bench_rows"
 OWNED_TABLE = "bench_owned"
@@ -137,16 +140,26 @@ class SqlWriters:
     one array per argument), a writer whose previous commit is still running commits
     everything queued meanwhile in one transaction: group commit in the application.
     Transactions that NOTIFY (`realtime.publish()`) commit one at a time database-wide,
-    so one per message cannot keep up with a slow disk."""
+    so one per message cannot keep up with a slow disk.
+
+    `done_counter` (a shared multiprocessing Value) mirrors `done` for a parent process
+    when the writers run in a child (`writer_process`)."""
 
     def __init__(
-        self, url: str, count: int, one: str, many: str | None = None, max_group: int = 500
+        self,
+        url: str,
+        count: int,
+        one: str,
+        many: str | None = None,
+        max_group: int = 500,
+        done_counter: Any = None,
     ) -> None:
         self.url = url
         self.count = max(1, count)
         self.one = one
         self.many = many
         self.max_group = max_group
+        self.done_counter = done_counter
         self.conns: list[asyncpg.Connection] = []
         self.queues: list[asyncio.Queue] = []
         self.tasks: list[asyncio.Task] = []
@@ -192,6 +205,8 @@ class SqlWriters:
             for due, _ in group:
                 self.lag_ns.append(committed - due)
             self.done += len(group)
+            if self.done_counter is not None:
+                self.done_counter.value = self.done
             self.committed[writer] += len(group)
             self.transactions += 1
 
@@ -438,11 +453,15 @@ async def open_change_session(
 @dataclass
 class Window:
     """CPU and counters at the two ends of a measured window: `deliveries()` counts
-    what arrived, `extra()` what was committed (or written)."""
+    what arrived, `extra()` what was committed (or written). `helper_pid`: a child of
+    the generator (the writers' process), whose CPU is reported apart and is not
+    counted as "other" load."""
 
     probe: ServerProbe
     deliveries: Callable[[], int]
     marks: dict[str, tuple] = field(default_factory=dict)
+    helper_pid: int | None = None
+    helper_cpu: dict[str, float] = field(default_factory=dict)
 
     async def mark(self, name: str, at: int, extra: Callable[[], int] = lambda: 0) -> None:
         await _sleep_until(at)
@@ -453,12 +472,20 @@ class Window:
             own_cpu_seconds(),
             extra(),
         )
+        if self.helper_pid is not None:
+            try:
+                self.helper_cpu[name] = cpu_seconds(self.helper_pid)
+            except (OSError, ValueError, IndexError):
+                self.helper_cpu[name] = float("nan")
 
     def figures(self) -> dict:
         (w0, c0, d0, o0, x0), (w1, c1, d1, o1, x1) = self.marks["t0"], self.marks["t1"]
         secs = (w1 - w0) / 1e9
         deliveries = d1 - d0
         server_cpu = c1.server - c0.server
+        helper = 0.0
+        if self.helper_pid is not None:
+            helper = self.helper_cpu["t1"] - self.helper_cpu["t0"]
         return {
             "seconds": round(secs, 2),
             "deliveries": deliveries,
@@ -467,7 +494,8 @@ class Window:
             "server_cpu_pct": round(100 * server_cpu / secs, 1),
             "postgres_cpu_pct": round(100 * (c1.postgres - c0.postgres) / secs, 1),
             "loadgen_cpu_pct": round(100 * (sum(o1) - sum(o0)) / secs, 1),
-            "other_cpu_pct": _other_pct(c0, c1, o0, o1, secs),
+            "other_cpu_pct": _other_pct(c0, c1, o0, (*o1, helper), secs),
+            **({"writers_cpu_pct": round(100 * helper / secs, 1)} if self.helper_pid else {}),
             "server_cpu_us_per_delivery": (
                 round(1e6 * server_cpu / deliveries, 2) if deliveries else None
             ),
@@ -491,43 +519,41 @@ async def latency_phase(
     sessions: Sequence[ChangeSession],
 ) -> dict:
     """One open-loop run at `s.rates[0]` rows/s: INSERTs into bench_rows (PHASE_DB) or
-    realtime.publish() calls (PHASE_SQL), spread over the writers round robin."""
-    rate = s.rates[0]
-    if phase == PHASE_DB:  # one row per transaction
-        writers = SqlWriters(url, s.publishers, INSERT_ROW)
-    else:
-        writers = SqlWriters(url, s.publishers, PUBLISH_ROW, PUBLISH_ROWS)
-    await writers.start()
-    seqs = [0] * writers.count
-    pad = "x" * s.payload_bytes
-    probe.refresh()
-    start = now_ns() + 100_000_000
-    t0 = start + int(s.warmup * 1e9)
-    t1 = t0 + int(s.duration * 1e9)
-    rec.open_window(phase, t0, t1)
-    window = Window(probe, lambda: rec.sinks[phase].count)
-    send_stats = SendStats()
+    realtime.publish() calls (PHASE_SQL), spread over the writers round robin.
 
-    async def send(k: int, due: int) -> None:
-        w = k % writers.count
-        seq = seqs[w]
-        seqs[w] = seq + 1
-        if phase == PHASE_DB:
-            writers.submit(w, due, w, seq, due, pad)
-        else:
-            writers.submit(w, due, SQL_CHANNEL, orjson.dumps({"w": w, "s": seq, "t": due}).decode())
-
+    The writers run in a child process pinned to the generator's cpus
+    (`writer_process`); this process decides the schedule and receives."""
+    cpus = tuple(sorted(os.sched_getaffinity(0)))
+    plan = WriterPlan(
+        url=url,
+        writers=max(1, s.publishers),
+        phase=phase,
+        rate=s.rates[0],
+        seconds=s.warmup + s.duration,
+        drain=s.drain,
+        payload_bytes=s.payload_bytes,
+        cpus=cpus,
+    )
+    writers = WriterProcess(plan)
     try:
+        await writers.start()
+        probe.refresh()  # after the writers connected: their backends are PostgreSQL's
+        start = now_ns() + 100_000_000
+        t0 = start + int(s.warmup * 1e9)
+        t1 = t0 + int(s.duration * 1e9)  # = the end of the schedule
+        rec.open_window(phase, t0, t1)
+        window = Window(probe, lambda: rec.sinks[phase].count, helper_pid=writers.pid)
+        writers.go(start)
         await asyncio.gather(
-            run_schedule(rate, s.warmup + s.duration, start, send, send_stats),
             window.mark("t0", t0, lambda: writers.done),
             window.mark("t1", t1, lambda: writers.done),
         )
+        report = await writers.report()
     finally:
-        await writers.close(s.drain)
+        await writers.stop()
     # what was committed counts (writers commit in order): a row the writers could
     # not commit before the end is not the server's to deliver
-    committed = writers.committed
+    committed = report.committed
     rows = sum(committed)
     expected_total = rows * len(sessions)
     tracker = rec.phase_tracker(phase)
@@ -538,21 +564,22 @@ async def latency_phase(
         {
             "path": DB_ROWS + " (WAL)" if phase == PHASE_DB else SQL_CHANNEL + " (SQL publish)",
             "subscribers": len(sessions),
-            "writers": writers.count,
-            "rows_per_commit": round(writers.done / writers.transactions, 2)
-            if writers.transactions
+            "writers": plan.writers,
+            "writers_process": f"separate process, cpu {list(cpus)}",
+            "rows_per_commit": round(report.done / report.transactions, 2)
+            if report.transactions
             else None,
-            "rate_offered": rate,
+            "rate_offered": plan.rate,
             "rows": rows,
-            "rows_not_committed": sum(seqs) - rows,
+            "rows_not_committed": sum(report.seqs) - rows,
             "latency": summarize_ns(rec.sinks[phase].lat).as_dict(),
             "latency_from_db_clock": summarize_ns(rec.sinks[phase].db_lat).as_dict(),
-            "commit_lag": summarize_ns(writers.lag_ns).as_dict(),
-            "send_lag_p99_ms": summarize_ns(send_stats.lag_ns).p99_ms,
+            "commit_lag": summarize_ns(report.lag_ns).as_dict(),
+            "send_lag_p99_ms": summarize_ns(report.send_lag_ns).p99_ms,
             "sequence": tracker.report(expected).as_dict(),
             "missing_after_drain": expected_total - tracker.unique,
-            "writer_errors": len(writers.errors),
-            "writer_errors_sample": writers.errors[:5],
+            "writer_errors": len(report.errors),
+            "writer_errors_sample": report.errors[:5],
         }
     )
     return result
@@ -768,6 +795,7 @@ def summary_rows(result: dict) -> list[tuple[str, object]]:
         rows += [
             ("latency run: path", lat["path"]),
             ("  subscribers / writers", f"{lat['subscribers']} / {lat['writers']}"),
+            ("  writers ran in", lat.get("writers_process", "the generator's process")),
             ("  rows/s offered", lat["rate_offered"]),
             ("  rows committed/s", lat["committed_per_s"]),
             ("  rows per transaction", lat["rows_per_commit"]),
@@ -777,12 +805,14 @@ def summary_rows(result: dict) -> list[tuple[str, object]]:
             ("  latency p99 ms", q["p99_ms"]),
             ("  latency max ms", q["max_ms"]),
             ("  commit p99 ms (schedule -> committed)", lat["commit_lag"]["p99_ms"]),
+            ("  writers' send lag p99 ms (schedule -> queued)", lat.get("send_lag_p99_ms")),
             ("  from DB timestamp p50 ms (sampled)", lat["latency_from_db_clock"]["p50_ms"]),
             ("  from DB timestamp p99 ms (sampled)", lat["latency_from_db_clock"]["p99_ms"]),
             ("  server CPU us/delivery", lat["server_cpu_us_per_delivery"]),
             ("  server CPU %", lat["server_cpu_pct"]),
             ("  postgres CPU %", lat["postgres_cpu_pct"]),
             ("  gen CPU % / other %", f"{lat['loadgen_cpu_pct']} / {lat['other_cpu_pct']}"),
+            ("  writers process CPU %", lat.get("writers_cpu_pct")),
             ("  rows scheduled but not committed", lat.get("rows_not_committed")),
             ("  deliveries expected", seq["expected"]),
             ("  lost", seq["lost"]),
