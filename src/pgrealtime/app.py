@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import orjson
@@ -24,7 +23,6 @@ from pgrealtime.db_channels import DbChannels
 from pgrealtime.delivery import Delivery
 from pgrealtime.hub import Hub
 from pgrealtime.listener import Listener
-from pgrealtime.messages import StoredMessage
 from pgrealtime.publisher import Publisher
 from pgrealtime.ratelimit import ConnectionLimits
 from pgrealtime.retention import retention_loop
@@ -121,7 +119,7 @@ async def _database(app: web.Application):
     delivery = Delivery(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
-    publisher = DrainingPublisher(pool, delivery, app["origin"], dsn=url)
+    publisher = Publisher(pool, delivery, app["origin"], dsn=url)
     await publisher.start()
     app["publisher"] = publisher
     feed = None
@@ -183,41 +181,13 @@ def _spawn(app: web.Application, factory: Callable) -> None:
     app["background"].append(asyncio.create_task(factory()))
 
 
-class DrainingPublisher(Publisher):
-    """A Publisher that counts the publishes in flight, so that shutdown can wait
-    until each one is stored, fanned out and answered before closing connections."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def publish(self, *args: Any, **kwargs: Any) -> StoredMessage:
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            return await super().publish(*args, **kwargs)
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self._idle.set()
-
-    async def drained(self) -> None:
-        """Return when no publish is in flight and every reply is queued."""
-        await self._idle.wait()
-        # The session's done-callback that queues `published` was scheduled after the
-        # last publish woke us: one more tick and every reply is in its outbox.
-        await asyncio.sleep(0)
-
-
 async def _close_websockets(app: web.Application) -> None:
     """Close the WebSocket side in order (aiohttp has already stopped listening):
     act on no new frame, let the publishes in flight be stored, fanned out and
     answered, then close every connection with 1001 after what is queued for it."""
     sessions: Sessions = app["sessions"]
     sessions.draining = True
-    publisher: DrainingPublisher | None = app.get("publisher")
+    publisher: Publisher | None = app.get("publisher")
     if publisher is not None:
         try:
             await asyncio.wait_for(publisher.drained(), SHUTDOWN_PUBLISH_GRACE_SECONDS)

@@ -131,6 +131,11 @@ class Publisher:
         self._conns: list[asyncpg.Connection | None] = [None] * lanes
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        # Publishes queued and not yet answered: shutdown waits for them to be
+        # stored, fanned out and acked before it closes connections.
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @staticmethod
     def _connect_factory(dsn: str) -> Connect:
@@ -156,6 +161,9 @@ class Publisher:
         except TypeError as exc:  # orjson.JSONEncodeError; the caller sees it on await
             future.set_exception(exc)
             return future
+        self.in_flight += 1
+        self._idle.clear()
+        future.add_done_callback(self._settled)
         lane = zlib.crc32(channel.encode()) % len(self._queues)
         self._queues[lane].append(_Item(principal, channel, event, payload_json, future))
         if not self._running[lane]:
@@ -164,6 +172,19 @@ class Publisher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return future
+
+    def _settled(self, _future: asyncio.Future) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Return when no publish is in flight and every reply is queued."""
+        await self._idle.wait()
+        # Callbacks run in the order they were added: the caller's (which queues the
+        # reply) was added after ours, and runs before this wakes. One more tick is
+        # a margin for callers that add theirs later.
+        await asyncio.sleep(0)
 
     async def start(self) -> None:
         """Open every lane's connection now, so the first publishes do not wait for a

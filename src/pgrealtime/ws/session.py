@@ -359,10 +359,8 @@ class Session:
             self.send_error(ErrorCode.RATE_LIMITED, message, frame.id, channel)
             return
         assert self.principal is not None
-        task = asyncio.ensure_future(
-            self.ctx.publisher.publish(self.principal, channel, frame.event, frame.payload)
-        )
-        task.add_done_callback(lambda t: self._on_published(t, frame))
+        stored = self.ctx.publisher.publish(self.principal, channel, frame.event, frame.payload)
+        stored.add_done_callback(lambda f: self._on_published(f, frame))
 
     def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
         if task.cancelled():
