@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from urllib.parse import urlsplit
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -30,7 +30,7 @@ def _with_database(url: str, name: str) -> str:
 def pg_cluster() -> Iterator[EmbeddedPostgres]:
     """The embedded PostgreSQL server (wal_level=logical), started once."""
     root = Path(tempfile.mkdtemp(prefix="pgrt-test-"))
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - PostgreSQL runs as its own user and must read it
     port = 20000 + os.getpid() % 20000
     cluster = EmbeddedPostgres(root, port=port)
     cluster.start()

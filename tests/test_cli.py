@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiohttp
 import jwt
-
 from tests.conftest import API_KEY, JWT_SECRET
 
 PGREALTIME = [sys.executable, "-m", "pgrealtime.cli"]

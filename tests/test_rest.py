@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from tests.conftest import API_KEY, Server
 
 from pgrealtime.api.openapi import PATHS
-from tests.conftest import API_KEY, Server
 
 CHANNEL_FIELDS = {"id", "pattern", "description", "webhookUrls", "enabled", "createdAt",
                   "updatedAt"}  # fmt: skip
@@ -174,7 +174,7 @@ async def test_message_stats(server: Server) -> None:
         "GET", "/api/realtime/messages/stats?since=2999-01-01T00:00:00Z"
     )
     assert stats["totalMessages"] == 0 and stats["whDeliveryRate"] == 0
-    status, error = await server.api("GET", "/api/realtime/messages/stats?since=yesterday")
+    status, _error = await server.api("GET", "/api/realtime/messages/stats?since=yesterday")
     assert status == 400
 
 
@@ -192,7 +192,7 @@ async def test_delete_messages_and_retention(server: Server) -> None:
     status, messages = await server.api("GET", "/api/realtime/messages")
     assert [m["eventName"] for m in messages] == ["new"]  # enforced at once
     for bad in ({"retentionDays": 0}, {"retentionDays": "7"}, {}, {"other": 1}):
-        status, error = await server.api("PATCH", "/api/realtime/config", json=bad)
+        status, _error = await server.api("PATCH", "/api/realtime/config", json=bad)
         assert status == 400, bad
     status, config = await server.api("PATCH", "/api/realtime/config", json={"retentionDays": None})
     assert config == {"retentionDays": None}

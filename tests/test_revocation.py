@@ -28,4 +28,3 @@ async def test_channel_deleted_in_sql_ends_subscriptions(server: Server) -> None
     ended = await client.expect("error", code="REALTIME_SUBSCRIPTION_ENDED")
     assert ended["channel"] == "game:7"
     assert server.app["hub"].subscriber_count("game:7") == 0
-

@@ -7,7 +7,6 @@ import json
 import socket
 
 import pytest
-
 from tests.conftest import Server, make_settings
 
 

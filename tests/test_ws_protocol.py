@@ -8,7 +8,6 @@ import uuid
 
 import aiohttp
 import pytest
-
 from tests.conftest import Server, eventually
 
 
@@ -169,7 +168,6 @@ async def test_anon_can_do_nothing_until_a_policy_allows(server: Server) -> None
 
 async def test_forged_roles_and_algorithms_are_refused(server: Server) -> None:
     import jwt
-
     from tests.conftest import JWT_SECRET
 
     client = await server.connect()

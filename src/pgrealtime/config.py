@@ -183,7 +183,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "--db-pool-size",
         type=int,
         default=int(_env("PGREALTIME_DB_POOL_SIZE") or 10),
-        help="PostgreSQL connections in the pool (env PGREALTIME_DB_POOL_SIZE, default %(default)s)",
+        help="PostgreSQL connections in the pool "
+        "(env PGREALTIME_DB_POOL_SIZE, default %(default)s)",
     )
     parser.add_argument(
         "--log-level",
@@ -239,7 +240,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "--no-changes",
         dest="changes",
         action="store_false",
-        default=not (_env("PGREALTIME_CHANGES") or "1").lower() in ("0", "false", "no", "off"),
+        default=(_env("PGREALTIME_CHANGES") or "1").lower() not in ("0", "false", "no", "off"),
         help="turn off database change notifications (db:<table> channels) "
         "(env PGREALTIME_CHANGES=0)",
     )
@@ -252,7 +253,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--publication",
         default=_env("PGREALTIME_PUBLICATION") or "pgrealtime",
-        help="publication for change notifications (env PGREALTIME_PUBLICATION, default %(default)s)",
+        help="publication for change notifications "
+        "(env PGREALTIME_PUBLICATION, default %(default)s)",
     )
 
 

@@ -88,7 +88,7 @@ SCHEMAS: dict[str, Any] = {
             "createdAt": _time,
             "updatedAt": _time,
         },
-    },  # fmt: skip
+    },
     "ChannelCreate": {
         "type": "object",
         "additionalProperties": False,
@@ -99,7 +99,7 @@ SCHEMAS: dict[str, Any] = {
             "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean", "default": True},
         },
-    },  # fmt: skip
+    },
     "ChannelUpdate": {
         "type": "object",
         "additionalProperties": False,
@@ -110,7 +110,7 @@ SCHEMAS: dict[str, Any] = {
             "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean"},
         },
-    },  # fmt: skip
+    },
     "Message": {
         "type": "object",
         "properties": {
@@ -153,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "retentionDays": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500}
         },
-    },  # fmt: skip
+    },
     "ReplicaIdentity": {
         "type": "object",
         "required": ["schema", "table", "replicaIdentity"],
@@ -189,8 +189,10 @@ SCHEMAS: dict[str, Any] = {
 
 PATHS: dict[str, Any] = {
     "/api/realtime/channels": {
-        "get": {"summary": "List channels",
-                "responses": {"200": _json({"type": "array", "items": _ref("Channel")}), **_errors}},
+        "get": {
+            "summary": "List channels",
+            "responses": {"200": _json({"type": "array", "items": _ref("Channel")}), **_errors},
+        },
         "post": {
             "summary": "Create a channel",
             "requestBody": {"required": True,

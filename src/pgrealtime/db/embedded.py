@@ -10,6 +10,7 @@ into the data directory.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -67,8 +68,10 @@ class EmbeddedPostgres:
         candidate = self.data_dir / "run"
         if len(str(candidate / f".s.PGSQL.{self.port}")) <= SOCKET_PATH_LIMIT:
             return candidate
-        short = Path("/tmp") / f"pgrealtime-{os.getuid()}-{abs(hash(str(self.data_dir))) % 10**8}"
-        return short
+        # A Unix socket path is limited to ~107 bytes: a short path, per user and data
+        # dir, the same in every process (hash() of a str is salted per process).
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"pgrealtime-{os.getuid()}-{digest}"  # noqa: S108
 
     @property
     def url(self) -> str:
@@ -124,7 +127,8 @@ class EmbeddedPostgres:
         """Initialise the cluster on first use, start it, and return its URL."""
         self._ensure_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o711)  # the service user must traverse it; nobody may list it
+        # the service user must traverse it; nobody may list it
+        os.chmod(self.data_dir, 0o711)  # noqa: S103
         self._bin_dir()  # copy binaries before dropping privileges, if needed
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.socket_dir)
