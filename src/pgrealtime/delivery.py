@@ -61,6 +61,7 @@ class Delivery:
         self._recoveries: dict[str, list[Recovery]] = {}
         self._counts: dict[str, int] = {}
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
         self.gaps_filled = 0  # messages read back from the table to close a gap
 
     # -- positions ------------------------------------------------------------
@@ -206,9 +207,11 @@ class Delivery:
         self._task = asyncio.create_task(self._flush_loop(), name="audience-counts")
 
     async def stop(self) -> None:
+        # The loop is asked to end, not cancelled: a cancelled UPDATE may still commit,
+        # and its counts, put back for the final flush, would be added twice.
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception):  # the loop logged its own errors
                 await self._task
         for gap in list(self._gaps.values()):
             if gap.task is not None:
@@ -216,8 +219,9 @@ class Delivery:
         await self.flush()
 
     async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
             try:
                 await self.flush()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -235,7 +239,7 @@ class Delivery:
                 list(counts),
                 list(counts.values()),
             )
-        except BaseException:
-            for key, value in counts.items():  # keep them for the next try
+        except Exception:  # not written: keep them for the next try
+            for key, value in counts.items():
                 self._counts[key] = self._counts.get(key, 0) + value
             raise
