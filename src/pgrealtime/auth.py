@@ -131,6 +131,7 @@ class Authenticator:
         role = claims.get("role", "authenticated")
         if role not in ROLES:
             raise AuthError("INVALID_TOKEN", f"Invalid token: role {role!r} is not allowed")
+        role = ROLES[ROLES.index(role)]  # the shared constant: every session keeps it
         sub = claims.get("sub")
         if role == "authenticated" and not _is_uuid(sub):
             raise AuthError("INVALID_TOKEN", "Invalid token: sub must be a user UUID")
