@@ -62,14 +62,19 @@ class Principal:
 ADMIN = Principal.from_claims(ADMIN_ROLE, None, {"role": ADMIN_ROLE})
 
 
-def _is_uuid(value: object) -> bool:
+def _canonical_uuid(value: object) -> str | None:
+    """The UUID's canonical text, or None: "{...}", "urn:uuid:..." and bare hex are
+    UUIDs to Python only, and auth.uid() in policies must see what the server reports."""
     if not isinstance(value, str):
-        return False
+        return None
     try:
-        uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_uuid(value: object) -> bool:
+    return _canonical_uuid(value) is not None
 
 
 class Authenticator:
@@ -132,23 +137,19 @@ class Authenticator:
         if role not in ROLES:
             raise AuthError("INVALID_TOKEN", f"Invalid token: role {role!r} is not allowed")
         role = ROLES[ROLES.index(role)]  # the shared constant: every session keeps it
-        sub = claims.get("sub")
-        if role == "authenticated" and not _is_uuid(sub):
+        user_id = _canonical_uuid(claims.get("sub"))
+        if role == "authenticated" and user_id is None:
             raise AuthError("INVALID_TOKEN", "Invalid token: sub must be a user UUID")
-        if sub is not None and not _is_uuid(sub):
-            sub = None
         claims = {**claims, "role": role}
         if role == "authenticated":
-            # the canonical form, so auth.uid() in policies is the user id the server
-            # reports ("{...}", "urn:uuid:..." and bare hex are UUIDs to Python only)
-            claims["sub"] = str(uuid.UUID(sub))
+            claims["sub"] = user_id
         else:
             claims.pop("sub", None)  # as InsForge: only authenticated callers carry sub
         exp = claims.get("exp")
         try:  # the claims must reach PostgreSQL: encodable, and readable as jsonb
             principal = Principal.from_claims(
                 role,
-                claims["sub"] if role == "authenticated" else None,
+                user_id if role == "authenticated" else None,
                 claims,
                 # PyJWT also accepts an integer written as a string ("exp": "1700000000")
                 None if exp is None else float(exp if isinstance(exp, int | float) else int(exp)),
