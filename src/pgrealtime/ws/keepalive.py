@@ -13,6 +13,7 @@ import asyncio
 from typing import Protocol
 
 PING_FRAME = b"\x89\x00"  # FIN + ping, no payload, unmasked (server to client)
+SLICE = 500  # connections checked per event-loop turn
 
 
 class Pingable(Protocol):
@@ -42,8 +43,17 @@ class Keepalive:
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        for connection in list(self.connections):
+        self._check(loop.time(), list(self.connections), 0)
+        self._timer = None
+        if self.connections:
+            self._timer = loop.call_later(self.period / 2, self._sweep)
+
+    def _check(self, now: float, connections: list[Pingable], start: int) -> None:
+        """Check a slice, then let other work run before the next: each ping is a
+        socket write, and thousands at once would stall every other connection."""
+        for connection in connections[start : start + SLICE]:
+            if connection not in self.connections:
+                continue  # closed meanwhile
             if connection.pinged_at:
                 if connection.last_heard < connection.pinged_at:
                     self.connections.discard(connection)
@@ -53,9 +63,8 @@ class Keepalive:
             if now - connection.last_heard >= self.period:
                 connection.pinged_at = now
                 connection.ping()
-        self._timer = None
-        if self.connections:
-            self._timer = loop.call_later(self.period / 2, self._sweep)
+        if start + SLICE < len(connections):
+            asyncio.get_running_loop().call_soon(self._check, now, connections, start + SLICE)
 
     def close(self) -> None:
         if self._timer is not None:
