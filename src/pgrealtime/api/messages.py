@@ -70,10 +70,13 @@ async def list_messages(request: web.Request) -> web.Response:
     )
     limit = optional_int(request, "limit", 100, 1, 1000)
     offset = optional_int(request, "offset", 0, 0, 2**31 - 1)
+    n = len(values)
     rows = await request.app["pool"].fetch(
         f"SELECT {MESSAGE_COLUMNS} FROM realtime.messages{where}"
-        f" ORDER BY created_at DESC, seq DESC LIMIT {limit} OFFSET {offset}",
+        f" ORDER BY created_at DESC, seq DESC LIMIT ${n + 1} OFFSET ${n + 2}",
         *values,
+        limit,
+        offset,
     )
     return json_response([message_json(r) for r in rows])
 
