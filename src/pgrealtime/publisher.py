@@ -26,6 +26,7 @@ import asyncpg
 import orjson
 
 from pgrealtime.auth import Principal
+from pgrealtime.batching import drain_in_batches
 from pgrealtime.delivery import Delivery
 from pgrealtime.messages import StoredMessage
 
@@ -211,20 +212,13 @@ class Publisher:
                     conn.terminate()
 
     async def _drain(self, lane: int) -> None:
-        queue = self._queues[lane]
+        async def round_trip(batch: list[_Item]) -> None:
+            for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
+                item.id = message_id
+            self._settle(batch, await self._store(lane, encode_batch(batch)))
+
         try:
-            while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-                for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
-                    item.id = message_id
-                try:
-                    rows = await self._store(lane, encode_batch(batch))
-                except Exception as exc:
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                self._settle(batch, rows)
+            await drain_in_batches(self._queues[lane], self.max_batch, round_trip)
         finally:
             self._running[lane] = False
 

@@ -1,9 +1,9 @@
 """Subscribe permission checks, sent to PostgreSQL in batches.
 
 Each check runs `realtime.authorize_subscribe` under the caller's role and claims;
-checks that arrive while a batch is in flight wait and go together in the next round
-trip, so a storm of subscribes costs a few queries instead of one each, and a lone
-subscribe waits for no one.
+checks that arrive while a batch is in flight go together in the next round trip
+(`batching.py`, as for publishes), so a storm of subscribes costs a few queries
+instead of one each, and a lone subscribe waits for no one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from pgrealtime.auth import Principal
+from pgrealtime.batching import drain_in_batches
 
 CHECK_BATCH_SQL = (
     "SELECT idx, status, channel_id, position"
@@ -54,31 +55,25 @@ class SubscribeChecks:
         return await future
 
     async def _drain(self) -> None:
-        queue = self._queue
-        while queue:
-            batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-            self.round_trips += 1
-            try:
-                rows = await self.pool.fetch(
-                    CHECK_BATCH_SQL,
-                    [item.principal.role for item in batch],
-                    [item.principal.claims_json for item in batch],
-                    [item.channel for item in batch],
-                )
-            except Exception as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for row in rows:
-                item = batch[row["idx"] - 1]
-                if not item.future.done():
-                    channel_id = row["channel_id"]
-                    item.future.set_result(
-                        SubscribeCheck(
-                            row["status"],
-                            # interned: every subscription of a channel keeps it
-                            sys.intern(str(channel_id)) if channel_id is not None else None,
-                            row["position"] or 0,
-                        )
+        await drain_in_batches(self._queue, self.max_batch, self._round_trip)
+
+    async def _round_trip(self, batch: list[_Pending]) -> None:
+        self.round_trips += 1
+        rows = await self.pool.fetch(
+            CHECK_BATCH_SQL,
+            [item.principal.role for item in batch],
+            [item.principal.claims_json for item in batch],
+            [item.channel for item in batch],
+        )
+        for row in rows:
+            item = batch[row["idx"] - 1]
+            if not item.future.done():
+                channel_id = row["channel_id"]
+                item.future.set_result(
+                    SubscribeCheck(
+                        row["status"],
+                        # interned: every subscription of a channel keeps it
+                        sys.intern(str(channel_id)) if channel_id is not None else None,
+                        row["position"] or 0,
                     )
+                )
