@@ -180,6 +180,15 @@ class Server:
         ) as resp:
             return resp.status, await resp.json(content_type=None)
 
+    async def wait_streaming(self) -> None:
+        """Until the change feed streams (db: subscriptions need it)."""
+        feed = self.app["changes"]
+        for _ in range(200):
+            if feed.status().get("state") == "streaming":
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"change feed not streaming: {feed.status()}")
+
     async def create_channel(self, pattern: str, **fields: Any) -> dict:
         status, body = await self.api("POST", "/api/realtime/channels",
                                       json={"pattern": pattern, **fields})  # fmt: skip

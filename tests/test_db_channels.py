@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -14,16 +13,8 @@ def server_settings():
     return make_settings(changes=True)
 
 
-async def _wait_streaming(server: Server) -> None:
-    feed = server.app["changes"]
-    for _ in range(200):
-        if feed.status().get("state") == "streaming":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"change feed not streaming: {feed.status()}")
-
-
-async def test_changes_reach_subscribers_with_rls_per_user(server: Server) -> None:
+async def _owned_posts(server: Server) -> None:
+    """public.posts, readable by its owner only (RLS), with the change feed streaming."""
     await server.db.execute(
         """
         CREATE TABLE public.posts (id uuid PRIMARY KEY, owner uuid, title text);
@@ -33,7 +24,11 @@ async def test_changes_reach_subscribers_with_rls_per_user(server: Server) -> No
           USING (owner = auth.uid());
         """
     )
-    await _wait_streaming(server)
+    await server.wait_streaming()
+
+
+async def test_changes_reach_subscribers_with_rls_per_user(server: Server) -> None:
+    await _owned_posts(server)
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
     a = await server.connect(server.token(sub=alice))
     b = await server.connect(server.token(sub=bob))
@@ -79,16 +74,7 @@ async def test_db_channel_refusals(server: Server) -> None:
 
 
 async def test_truncate_reaches_every_authorized_subscriber(server: Server) -> None:
-    await server.db.execute(
-        """
-        CREATE TABLE public.posts (id uuid PRIMARY KEY, owner uuid, title text);
-        GRANT SELECT ON public.posts TO authenticated;
-        ALTER TABLE public.posts ENABLE ROW LEVEL SECURITY;
-        CREATE POLICY own_posts ON public.posts FOR SELECT TO authenticated
-          USING (owner = auth.uid());
-        """
-    )
-    await _wait_streaming(server)
+    await _owned_posts(server)
     alice = str(uuid.uuid4())
     filters = {
         "all": {"event": "*"},
@@ -143,7 +129,7 @@ async def test_many_users_in_one_transaction_each_get_their_rows(server: Server)
           USING (owner = auth.uid());
         """
     )
-    await _wait_streaming(server)
+    await server.wait_streaming()
     users = [str(uuid.uuid4()) for _ in range(20)]
     clients = [await server.connect(server.token(sub=u)) for u in users]
     for client in clients:

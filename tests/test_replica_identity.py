@@ -216,7 +216,7 @@ class TestWithChanges:
             INSERT INTO posts VALUES (1, 'first', 'b');
             """
         )
-        await _wait_streaming(server)
+        await server.wait_streaming()
         client = await server.connect(server.token())
         refused = await client.subscribe("db:logs")
         assert refused["code"] == "TABLE_NOT_PUBLISHABLE", refused
@@ -247,12 +247,3 @@ class TestWithChanges:
         post = await client.expect("message", channel="db:posts", timeout=10)
         assert post["payload"]["old"] == {"id": 1, "title": "second", "body": "b"}
         assert post["payload"]["new"] == {"id": 1, "title": "third", "body": "b"}
-
-
-async def _wait_streaming(server: Server) -> None:
-    feed = server.app["changes"]
-    for _ in range(200):
-        if feed.status().get("state") == "streaming":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"change feed not streaming: {feed.status()}")

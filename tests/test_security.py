@@ -14,7 +14,6 @@ test_changes_reach_subscribers_with_rls_per_user).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -314,22 +313,13 @@ async def test_claims_reach_policies_as_values_not_code(server: Server) -> None:
     await _tables_intact(server)
 
 
-async def _wait_streaming(server: Server) -> None:
-    feed = server.app["changes"]
-    for _ in range(200):
-        if feed.status().get("state") == "streaming":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"change feed not streaming: {feed.status()}")
-
-
 @pytest.mark.parametrize("server_settings", [make_settings(changes=True)])
 async def test_sql_in_db_channel_filters_is_refused_or_compared_as_text(server: Server) -> None:
     await server.db.execute(
         "CREATE TABLE public.notes (id int PRIMARY KEY, body text);"
         " GRANT SELECT ON public.notes TO authenticated;"
     )
-    await _wait_streaming(server)
+    await server.wait_streaming()
     for table in (f"db:{SQL}", "db:notes;drop", "db:$$", "db:notes\n", "db:public.notes'"):
         client = await server.connect(server.token())
         error = await client.request({"type": "subscribe", "channel": table})

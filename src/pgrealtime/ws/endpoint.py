@@ -109,9 +109,10 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
         # that aiohttp closes the connection (1009) without reading it all
         max_msg_size=max(4 * settings.max_frame_bytes, 64 * 1024),
     )
-    if not ws.can_prepare(request).ok:
-        return error_response(400, "HTTP_ERROR", "Expected a WebSocket upgrade request")
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)  # checks the upgrade headers, then answers 101
+    except web.HTTPException as exc:  # not an upgrade request: nothing was written yet
+        return error_response(exc.status, "HTTP_ERROR", "Expected a WebSocket upgrade request")
     transport = request.transport
     assert transport is not None
     conn = Connection(ws, transport, sessions)
