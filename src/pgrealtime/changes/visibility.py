@@ -38,7 +38,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.payload import build_payload
+from pgrealtime.changes.payload import build_payload, revealed
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +284,9 @@ async def route_batch(
     The work grows with the deliveries, not with changes x subscribers: subscribers
     are grouped by filter (each distinct filter is evaluated once per change) and, for
     row level security, by (role, claims) (each viewer is checked once per batch)."""
+    # what may be shown of each change, decided once: filters see only that (a filter
+    # on a column that is not sent must not tell anything about it)
+    changes = [revealed(change) for change in changes]
     groups: dict[tuple[str, str], list[int]] = {}
     for i, change in enumerate(changes):
         groups.setdefault((change.schema, change.table), []).append(i)
@@ -312,7 +315,7 @@ async def route_batch(
     for i in sorted(chosen):
         if chosen[i]:
             change = changes[i]
-            payload = build_payload(change, key_only_old=change.rls and change.event == "DELETE")
+            payload = build_payload(change)  # `old` already cut by `revealed`
             deliveries.append(Delivery(change, payload, chosen[i]))
     return deliveries
 
