@@ -177,8 +177,11 @@ def matches(flt: ChangeFilter, change: RowChange) -> bool:
 
     The row filter looks at the new row (INSERT, UPDATE) or the old row (DELETE).
     A DELETE's old row holds only the key columns unless the table has REPLICA
-    IDENTITY FULL: a filter on another column then does not match. A TRUNCATE has
-    no row, so a row filter never matches it."""
+    IDENTITY FULL: a filter on another column then does not match. Routing hands
+    over the change as it will be sent (`payload.revealed`): on a table with row
+    level security that old row is the key only, so a filter cannot probe a column
+    the subscriber is not sent. A TRUNCATE has no row, so a row filter never
+    matches it."""
     if change.event not in flt.events or change.schema != flt.schema:
         return False
     if flt.column is None:
