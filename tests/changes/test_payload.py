@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.payload import build_payload
+from pgrealtime.changes.payload import build_payload, revealed
 
 
 def change(event: str, new: dict | None, old: dict | None) -> RowChange:
@@ -38,3 +40,15 @@ def test_delete_key_only_old() -> None:
     assert build_payload(c)["old"] == {"id": 1, "title": "Deleted Post", "owner": "a"}
     assert build_payload(c, key_only_old=True)["old"] == {"id": 1}
     assert build_payload(c)["new"] is None
+
+
+def test_revealed_cuts_old_under_rls_only() -> None:
+    full = {"id": 1, "title": "t", "owner": "a"}
+    for event in ("UPDATE", "DELETE"):
+        c = dataclasses.replace(change(event, None, full), rls=True)
+        assert revealed(c).old == {"id": 1}
+        assert revealed(dataclasses.replace(c, key={})).old is None  # key unknown
+        assert revealed(dataclasses.replace(c, rls=False)).old == full
+        assert build_payload(dataclasses.replace(c, key={}), key_only_old=True)["old"] is None
+    insert = dataclasses.replace(change("INSERT", full, None), rls=True)
+    assert revealed(insert) is insert

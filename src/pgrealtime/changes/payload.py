@@ -49,4 +49,3 @@ def build_payload(change: RowChange, *, key_only_old: bool = False) -> dict[str,
         "new": change.new,
         "old": old,
     }
-

@@ -20,9 +20,12 @@ Rules:
   SELECT the row, looked up by primary key when the batch is routed (shortly after
   the commit). A row deleted or changed out of a subscriber's sight in between is
   not sent to them: the check sees the table as it is now.
+- So nothing older than the row as it is now was checked: on a table with row level
+  security the `old` of an UPDATE or DELETE is cut to the key columns, null when the
+  key is unknown (no primary key, REPLICA IDENTITY FULL), even under FULL, and row
+  filters see only that (`payload.revealed`, applied before filtering).
 - DELETE on a table with row level security cannot be checked (the row is gone):
-  it goes to every subscriber allowed on the table, with `old` cut down to the key
-  columns so nothing but the key is revealed.
+  it goes to every subscriber allowed on the table, revealing the key only.
 - A table with row level security but no primary key or replica identity index
   cannot be checked row by row: its INSERT/UPDATE changes go to nobody (logged).
 - TRUNCATE carries no row, so it reveals nothing a subscriber allowed on the table
