@@ -19,7 +19,7 @@ from pgrealtime.auth import Principal
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.visibility import authorize_subscription, route_batch
+from pgrealtime.changes.visibility import authorize_subscription, route_batch, table_readers
 from pgrealtime.hub import Outbox
 from pgrealtime.ws.frames import websocket_text_frame
 
@@ -32,6 +32,10 @@ class ChangesUnavailable(Exception):
 
 @dataclass(eq=False)
 class TableSubscriber:
+    """One `db:` subscription. `claims` are the caller's current claims: a new `auth`
+    frame of the same identity replaces them (`refresh_claims`), since row level
+    security is checked with them on every batch."""
+
     role: str
     claims: str
     filter: ChangeFilter
@@ -83,14 +87,45 @@ class DbChannels:
             if not subscribers:
                 del self._by_table[subscriber.key]
 
-    def _candidates(self, schema: str, table: str) -> Sequence[TableSubscriber]:
-        return [s for s in self._by_table.get((schema, table), ()) if not s.outbox.closed]
+    @staticmethod
+    def refresh_claims(subscriber: TableSubscriber, principal: Principal) -> None:
+        """The caller sent a new token of the same identity: check its rows with the new
+        claims from the next batch on (table privileges belong to the role, which is
+        unchanged, and are checked again on every batch anyway)."""
+        subscriber.role = principal.role
+        subscriber.claims = principal.claims_json
+
+    async def _readers(self, changes: list[RowChange]) -> dict[tuple[str, str], frozenset[str]]:
+        """The roles allowed on each table of the batch that has subscribers, checked now
+        (one query per batch; none when no table of the batch is subscribed to)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for key in {(c.schema, c.table) for c in changes}:
+            subscribers = self._by_table.get(key)
+            if subscribers:
+                wanted[key] = {s.role for s in subscribers}
+        return await table_readers(self.pool, wanted) if wanted else {}
 
     async def deliver(self, changes: list[RowChange]) -> None:
-        """Route one batch; returning acknowledges it to the feed."""
+        """Route one batch; returning acknowledges it to the feed. Only subscribers whose
+        role may still read the table are candidates (a REVOKE since they subscribed
+        stops their deliveries; a GRANT back resumes them)."""
         if not self._by_table:
             return
-        for delivery in await route_batch(self.pool, changes, self._candidates):
+        readers = await self._readers(changes)
+        if not readers:
+            return
+
+        def candidates(schema: str, table: str) -> Sequence[TableSubscriber]:
+            roles = readers.get((schema, table))
+            if not roles:
+                return ()
+            return [
+                s
+                for s in self._by_table.get((schema, table), ())
+                if s.role in roles and not s.outbox.closed
+            ]
+
+        for delivery in await route_batch(self.pool, changes, candidates):
             frame = websocket_text_frame(
                 orjson.dumps(
                     {

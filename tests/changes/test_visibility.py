@@ -22,6 +22,7 @@ from pgrealtime.changes.visibility import (
     publish_table,
     route_batch,
     table_of_channel,
+    table_readers,
     visible_rows,
 )
 
@@ -572,3 +573,25 @@ async def test_each_role_gets_its_own_policies(notes_db) -> None:
     visible = await visible_rows(db, "public", "owned", ["id"], keys, viewers)
     everything = {0, 1, 2}
     assert visible == [set(), everything, everything, everything, set()]
+
+
+async def test_table_readers_one_query_per_batch(notes_db) -> None:
+    """Which roles may read each table now: one query, a REVOKE is seen at once, and a
+    missing table or a role outside the allow-list reads as not allowed."""
+    counting = CountingDb(notes_db)
+    wanted = {
+        ("public", "news"): {"anon", "authenticated", "postgres"},
+        ("public", "notes"): {"anon", "authenticated"},
+        ("public", "gone"): {"authenticated"},
+        ("nowhere", "news"): {"anon"},
+    }
+    readers = await table_readers(counting, wanted)
+    assert counting.queries == 1
+    assert readers == {
+        ("public", "news"): frozenset({"anon", "authenticated"}),
+        ("public", "notes"): frozenset({"authenticated"}),
+    }
+    await notes_db.execute("REVOKE SELECT ON news FROM anon")
+    readers = await table_readers(notes_db, wanted)
+    assert readers[("public", "news")] == frozenset({"authenticated"})
+    assert await table_readers(counting, {}) == {} and counting.queries == 1

@@ -14,8 +14,10 @@ Rules:
   Then `publish_table` adds the table to the (initially empty) publication, as the
   server's own role; a table without a primary key or replica identity is refused
   instead, because publishing it would break the application's UPDATE and DELETE.
-- Tables without row level security: that check is all; every change goes to
-  every subscriber whose filter matches.
+- Every batch: `table_readers` checks that privilege again, per role (one query for
+  the batch), so a REVOKE stops deliveries from the next batch on.
+- Tables without row level security: that is all; every change goes to every
+  subscriber whose filter matches.
 - Tables with row level security: INSERT and UPDATE go to the subscribers who can
   SELECT the row, looked up by primary key when the batch is routed (shortly after
   the commit). A row deleted or changed out of a subscriber's sight in between is
@@ -137,6 +139,42 @@ async def authorize_table(db: Database, role: str, claims: str, schema: str, tab
     return await db.fetchval(
         "SELECT realtime.authorize_table($1, $2, $3, $4)", role, claims or "{}", schema, table
     )
+
+
+async def table_readers(
+    db: Database, wanted: dict[tuple[str, str], set[str]]
+) -> dict[tuple[str, str], frozenset[str]]:
+    """For each (schema, table), those of its `wanted` roles that may read it NOW: USAGE
+    on the schema and SELECT on the table, the subscribe check's rule. One query for
+    all, so a REVOKE takes effect from the next batch on. Privileges belong to roles
+    (never to claims) and roles come from the allow-list, so this is at most three
+    rows per table. A table, schema or role that does not exist reads as not allowed."""
+    rows = [
+        (schema, table, role)
+        for (schema, table), roles in wanted.items()
+        for role in sorted(roles)
+        if role in ALLOWED_ROLES
+    ]
+    if not rows:
+        return {}
+    allowed = await db.fetch(
+        "SELECT q.n::int FROM unnest($1::text[], $2::text[], $3::text[]) "
+        "  WITH ORDINALITY AS q(s, t, r, n) "
+        "JOIN pg_catalog.pg_roles ro ON ro.rolname = q.r "
+        "JOIN pg_catalog.pg_namespace ns ON ns.nspname = q.s "
+        "JOIN pg_catalog.pg_class c "
+        "  ON c.relnamespace = ns.oid AND c.relname = q.t AND c.relkind IN ('r', 'p') "
+        "WHERE has_schema_privilege(ro.oid, ns.oid, 'USAGE') "
+        "  AND has_table_privilege(ro.oid, c.oid, 'SELECT')",
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+    )
+    readers: dict[tuple[str, str], set[str]] = {}
+    for row in allowed:
+        schema, table, role = rows[row[0] - 1]
+        readers.setdefault((schema, table), set()).add(role)
+    return {key: frozenset(roles) for key, roles in readers.items()}
 
 
 def _qualified(schema: str, table: str) -> str:

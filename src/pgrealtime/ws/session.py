@@ -152,6 +152,10 @@ class Session:
             principal.user_id,
         ):
             self.drop_all_subscriptions()  # a different identity keeps nothing
+        elif previous is not None and previous.claims_json != principal.claims_json:
+            for subscription in self.subscriptions.values():
+                if subscription.table is not None:  # RLS checks use the new claims
+                    self.ctx.db_channels.refresh_claims(subscription.table, principal)
         self.principal = principal
         self._schedule_expiry(principal)
         self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
