@@ -77,7 +77,7 @@ async def _settle_gc(app: object) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _banner(settings: Settings, generated_secrets: bool) -> None:
+def _banner(settings: Settings, generated_secrets: bool, webhook_from_data_dir: bool) -> None:
     lines = [
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
@@ -89,6 +89,10 @@ def _banner(settings: Settings, generated_secrets: bool) -> None:
             f"  API key:    {settings.api_key}   (admin; kept in {settings.data_dir}/secrets.json)",
             "  Client token: pgrealtime token --sub <user-uuid>",
         ]
+    if webhook_from_data_dir:
+        lines.append(
+            f"  Webhooks:   signed with the webhook_secret kept in {settings.data_dir}/secrets.json"
+        )
     print("\n".join(lines), flush=True)
 
 
@@ -101,7 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
     from_data_dir = not (settings.jwt_secret and settings.api_key)
-    ensure_secrets(settings)
+    webhook_from_data_dir = not settings.webhook_secret
+    ensure_secrets(settings, webhook=True)
     _raise_fd_limit()
     try:
         import uvloop
@@ -112,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with database(settings) as url:
         app = create_app(settings, url)
         app.on_startup.append(_settle_gc)
-        _banner(settings, from_data_dir)
+        _banner(settings, from_data_dir, webhook_from_data_dir)
         web.run_app(
             app,
             host=settings.host,
