@@ -151,6 +151,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from pgrealtime.auth import mint_token
 
+    if args.expires_in <= 0:
+        print("error: --expires-in (--ttl) must be a positive number of seconds", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     ensure_secrets(settings)
     assert settings.jwt_secret is not None
@@ -193,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["anon", "authenticated", "project_admin"])  # fmt: skip
     token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
     token.add_argument("--email", help="optional email claim")
-    token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--expires-in", "--ttl", dest="expires_in", type=int, default=3600,
+                       help="seconds until the token's exp (default 3600; the server "
+                       "refuses user and admin tokens without exp)")  # fmt: skip
     token.set_defaults(func=cmd_token)
 
     from pgrealtime.changes.admin import add_replica_identity_parser

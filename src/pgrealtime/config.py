@@ -30,6 +30,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     jwt_secret: str | None = None
     api_key: str | None = None
+    # authenticated and project_admin tokens without `exp` are refused (see auth.py)
+    jwt_require_exp: bool = True
     embedded_port: int = 54329
     max_frame_bytes: int = 1024 * 1024
     send_buffer_bytes: int = 4 * 1024 * 1024
@@ -112,6 +114,14 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(_env("PGREALTIME_PORT") or 7130),
         help="port to listen on (env PGREALTIME_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--jwt-require-exp",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("PGREALTIME_JWT_REQUIRE_EXP") or "1").lower()
+        not in ("0", "false", "no", "off"),
+        help="refuse authenticated and project_admin tokens without an exp claim; anon "
+        "tokens may omit it (env PGREALTIME_JWT_REQUIRE_EXP=0 turns it off, default on)",
     )
     parser.add_argument(
         "--max-frame-bytes",
