@@ -84,7 +84,9 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app["settings"] = settings
     app["database_url"] = database_url
-    app["authenticator"] = Authenticator(settings.jwt_secret, settings.api_key)
+    app["authenticator"] = Authenticator(
+        settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
+    )
     app["sessions"] = Sessions()
     app["keepalive"] = Keepalive(settings.heartbeat_seconds)
     app["origin"] = uuid.uuid4().hex

@@ -22,6 +22,11 @@ from pgrealtime.jwt_fast import plain_hs256_claims
 ROLES = ("anon", "authenticated", "project_admin")
 ADMIN_ROLE = "project_admin"
 VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts a new one)
+# Roles whose tokens must carry `exp` (unless --no-jwt-require-exp): a user's or an
+# admin's token that never expires cannot be taken back short of changing the JWT
+# secret. Anon tokens are exempt: like a public "anon key" they name nobody and grant
+# only what policies allow anyone.
+EXP_REQUIRED_ROLES = frozenset({"authenticated", ADMIN_ROLE})
 
 
 class AuthError(Exception):
@@ -80,8 +85,9 @@ def _is_uuid(value: object) -> bool:
 class Authenticator:
     """Checks JWTs (HS256) and the admin API key."""
 
-    def __init__(self, jwt_secret: str, api_key: str) -> None:
+    def __init__(self, jwt_secret: str, api_key: str, *, require_exp: bool = True) -> None:
         self._secret = jwt_secret
+        self._require_exp = require_exp
         self._secret_bytes = jwt_secret.encode()
         self._api_key = api_key.encode()
         # Tokens already verified: a reconnect storm often repeats the same tokens, and
@@ -128,6 +134,8 @@ class Authenticator:
             raise AuthError("TOKEN_EXPIRED", "Invalid token: expired") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError("INVALID_TOKEN", f"Invalid token: {exc}") from exc
+        except (OverflowError, ValueError, TypeError) as exc:  # odd claims PyJWT trips on
+            raise AuthError("INVALID_TOKEN", f"Invalid token: {exc}") from exc
 
     def _verify_jwt(self, token: str) -> Principal:
         claims = self._decode_jwt(token)
@@ -146,13 +154,14 @@ class Authenticator:
         else:
             claims.pop("sub", None)  # as InsForge: only authenticated callers carry sub
         exp = claims.get("exp")
+        if exp is None and self._require_exp and role in EXP_REQUIRED_ROLES:
+            raise AuthError("INVALID_TOKEN", f"Invalid token: {role} tokens must have an exp")
         try:  # the claims must reach PostgreSQL: encodable, and readable as jsonb
             principal = Principal.from_claims(
                 role,
                 user_id if role == "authenticated" else None,
                 claims,
-                # PyJWT also accepts an integer written as a string ("exp": "1700000000")
-                None if exp is None else float(exp if isinstance(exp, int | float) else int(exp)),
+                None if exp is None else _deadline(exp),
             )
         except TypeError as exc:  # integers beyond 64 bits
             raise AuthError(
@@ -161,6 +170,16 @@ class Authenticator:
         if "\\u0000" in principal.claims_json:
             raise AuthError("INVALID_TOKEN", "Invalid token: claims must not contain U+0000")
         return principal
+
+
+def _deadline(exp: object) -> float:
+    """`exp` (already checked by PyJWT) as epoch seconds; one beyond a float's range
+    is no deadline at all but a malformed token."""
+    try:
+        # PyJWT also accepts an integer written as a string ("exp": "1700000000")
+        return float(exp if isinstance(exp, int | float) else int(str(exp)))
+    except (OverflowError, ValueError) as exc:
+        raise AuthError("INVALID_TOKEN", "Invalid token: exp is out of range") from exc
 
 
 def mint_token(

@@ -77,7 +77,7 @@ async def _settle_gc(app: object) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _banner(settings: Settings, generated_secrets: bool) -> None:
+def _banner(settings: Settings, generated_secrets: bool, webhook_from_data_dir: bool) -> None:
     lines = [
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
@@ -89,6 +89,10 @@ def _banner(settings: Settings, generated_secrets: bool) -> None:
             f"  API key:    {settings.api_key}   (admin; kept in {settings.data_dir}/secrets.json)",
             "  Client token: pgrealtime token --sub <user-uuid>",
         ]
+    if webhook_from_data_dir:
+        lines.append(
+            f"  Webhooks:   signed with the webhook_secret kept in {settings.data_dir}/secrets.json"
+        )
     print("\n".join(lines), flush=True)
 
 
@@ -101,7 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)
     from_data_dir = not (settings.jwt_secret and settings.api_key)
-    ensure_secrets(settings)
+    webhook_from_data_dir = not settings.webhook_secret
+    ensure_secrets(settings, webhook=True)
     _raise_fd_limit()
     try:
         import uvloop
@@ -112,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with database(settings) as url:
         app = create_app(settings, url)
         app.on_startup.append(_settle_gc)
-        _banner(settings, from_data_dir)
+        _banner(settings, from_data_dir, webhook_from_data_dir)
         web.run_app(
             app,
             host=settings.host,
@@ -146,6 +151,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from pgrealtime.auth import mint_token
 
+    if args.expires_in <= 0:
+        print("error: --expires-in (--ttl) must be a positive number of seconds", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     ensure_secrets(settings)
     assert settings.jwt_secret is not None
@@ -188,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["anon", "authenticated", "project_admin"])  # fmt: skip
     token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
     token.add_argument("--email", help="optional email claim")
-    token.add_argument("--expires-in", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--expires-in", "--ttl", dest="expires_in", type=int, default=3600,
+                       help="seconds until the token's exp (default 3600; the server "
+                       "refuses user and admin tokens without exp)")  # fmt: skip
     token.set_defaults(func=cmd_token)
 
     from pgrealtime.changes.admin import add_replica_identity_parser

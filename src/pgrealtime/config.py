@@ -30,6 +30,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     jwt_secret: str | None = None
     api_key: str | None = None
+    # authenticated and project_admin tokens without `exp` are refused (see auth.py)
+    jwt_require_exp: bool = True
     embedded_port: int = 54329
     max_frame_bytes: int = 1024 * 1024
     send_buffer_bytes: int = 4 * 1024 * 1024
@@ -112,6 +114,14 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(_env("PGREALTIME_PORT") or 7130),
         help="port to listen on (env PGREALTIME_PORT, default %(default)s)",
+    )
+    parser.add_argument(
+        "--jwt-require-exp",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("PGREALTIME_JWT_REQUIRE_EXP") or "1").lower()
+        not in ("0", "false", "no", "off"),
+        help="refuse authenticated and project_admin tokens without an exp claim; anon "
+        "tokens may omit it (env PGREALTIME_JWT_REQUIRE_EXP=0 turns it off, default on)",
     )
     parser.add_argument(
         "--max-frame-bytes",
@@ -201,7 +211,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--webhook-secret",
         default=_env("PGREALTIME_WEBHOOK_SECRET"),
-        help="HMAC-SHA256 key to sign webhook requests (env PGREALTIME_WEBHOOK_SECRET)",
+        help="HMAC-SHA256 key to sign webhook requests of channels without their own "
+        "(env PGREALTIME_WEBHOOK_SECRET; generated and kept in the data directory if unset)",
     )
     parser.add_argument(
         "--webhook-allow-private-networks",
@@ -291,22 +302,29 @@ def limits_error(settings: Settings) -> str | None:
     return None
 
 
-def ensure_secrets(settings: Settings) -> list[str]:
-    """Fill in a missing JWT secret and API key from the data directory, generating
-    and storing them on first use. Returns the names of the generated ones."""
-    if settings.jwt_secret and settings.api_key:
+def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
+    """Fill in a missing JWT secret and API key (and, with `webhook`, webhook signing
+    secret) from the data directory, generating and storing them on first use, so
+    webhooks are signed even when nobody configured a secret. Returns the names of
+    the generated ones."""
+    wanted = {"jwt_secret": settings.jwt_secret, "api_key": settings.api_key}
+    if webhook:
+        wanted["webhook_secret"] = settings.webhook_secret
+    if all(wanted.values()):
         return []
     path = settings.data_dir / SECRETS_FILE
     stored: dict[str, str] = {}
     if path.exists():
         stored = json.loads(path.read_text())
     generated = []
-    if not stored.get("jwt_secret"):
-        stored["jwt_secret"] = secrets.token_urlsafe(48)
-        generated.append("jwt_secret")
-    if not stored.get("api_key"):
-        stored["api_key"] = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        generated.append("api_key")
+    for name, given in wanted.items():
+        if given or stored.get(name):
+            continue
+        if name == "api_key":
+            stored[name] = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        else:
+            stored[name] = secrets.token_urlsafe(48 if name == "jwt_secret" else 32)
+        generated.append(name)
     if generated:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -315,4 +333,6 @@ def ensure_secrets(settings: Settings) -> list[str]:
         tmp.replace(path)
     settings.jwt_secret = settings.jwt_secret or stored["jwt_secret"]
     settings.api_key = settings.api_key or stored["api_key"]
+    if webhook:
+        settings.webhook_secret = settings.webhook_secret or stored["webhook_secret"]
     return generated

@@ -71,10 +71,11 @@ async def test_body_headers_and_signature(pool, receivers, workers) -> None:
     timestamp = headers["X-InsForge-Timestamp"]
     assert abs(int(timestamp) - time.time()) < 30
     signature = headers["X-InsForge-Signature"]
-    assert re.fullmatch(r"sha256=[0-9a-f]{64}", signature)
-    assert verify(SECRET, timestamp, request.body, signature)
-    assert not verify("another-secret", timestamp, request.body, signature)
-    assert not verify(SECRET, timestamp, request.body + b" ", signature)
+    assert re.fullmatch(r"v1=[0-9a-f]{64}", signature)
+    to = {"delivery_id": str(delivery["id"]), "host": "127.0.0.1"}
+    assert verify(SECRET, timestamp, request.body, signature, **to)
+    assert not verify("another-secret", timestamp, request.body, signature, **to)
+    assert not verify(SECRET, timestamp, request.body + b" ", signature, **to)
 
     await wait_until(lambda: all_final(pool))
     [delivery] = await deliveries(pool, message_id)

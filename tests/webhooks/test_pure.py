@@ -19,28 +19,40 @@ SECRET = "s3cret"
 BODY = b'{"messageId":"x","payload":{"a":1}}'
 
 
-def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
-    expected = hmac.new(SECRET.encode(), b"1700000000." + BODY, hashlib.sha256).hexdigest()
-    assert sign(SECRET, 1700000000, BODY) == "sha256=" + expected
-    assert sign(SECRET.encode(), "1700000000", BODY) == "sha256=" + expected
+DELIVERY = "3f0a9c1e-0a52-4d0f-9a55-1d1b4a0c8f10"
+HOST = "hooks.example.com"
+TO = {"delivery_id": DELIVERY, "host": HOST}
+
+
+def test_sign_is_v1_hmac_sha256_of_timestamp_delivery_host_body() -> None:
+    signed = b"v1\n1700000000\n" + DELIVERY.encode() + b"\n" + HOST.encode() + b"\n" + BODY
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert sign(SECRET, 1700000000, BODY, **TO) == "v1=" + expected
+    assert sign(SECRET.encode(), "1700000000", BODY, **TO) == "v1=" + expected
 
 
 def test_verify_accepts_fresh_and_rejects_everything_else() -> None:
     now = 1_700_000_000.0
-    sent = signature_headers(SECRET, BODY, now=now)
+    sent = signature_headers(SECRET, BODY, now=now, **TO)
     ts, sig = sent["X-InsForge-Timestamp"], sent["X-InsForge-Signature"]
     assert ts == "1700000000"
-    assert verify(SECRET, ts, BODY, sig, now=now + 10)
-    assert verify(SECRET, int(ts), BODY, sig, tolerance=60, now=now - 59)
-    assert not verify("wrong", ts, BODY, sig, now=now)
-    assert not verify(SECRET, ts, BODY + b" ", sig, now=now)
-    assert not verify(SECRET, str(int(ts) + 1), BODY, sig, now=now)  # timestamp is signed
-    assert not verify(SECRET, ts, BODY, sig, tolerance=300, now=now + 301)  # replay
-    assert not verify(SECRET, ts, BODY, sig, tolerance=300, now=now - 301)  # from the future
-    assert not verify(SECRET, "abc", BODY, sig, now=now)
-    assert not verify(SECRET, None, BODY, sig, now=now)
-    assert not verify(SECRET, ts, BODY, None, now=now)
-    assert not verify(SECRET, ts, BODY, sig.removeprefix("sha256="), now=now)
+    assert verify(SECRET, ts, BODY, sig, now=now + 10, **TO)
+    assert verify(SECRET, int(ts), BODY, sig, tolerance=60, now=now - 59, **TO)
+    assert verify(SECRET, ts, BODY, "v2=abc, " + sig, now=now, **TO)  # a later scheme too
+    assert not verify("wrong", ts, BODY, sig, now=now, **TO)
+    assert not verify(SECRET, ts, BODY + b" ", sig, now=now, **TO)
+    assert not verify(SECRET, str(int(ts) + 1), BODY, sig, now=now, **TO)  # timestamp is signed
+    other_delivery = {**TO, "delivery_id": str(uuid.uuid4())}
+    assert not verify(SECRET, ts, BODY, sig, now=now, **other_delivery)  # so is the delivery
+    assert not verify(SECRET, ts, BODY, sig, now=now, **{**TO, "host": "evil.example"})
+    assert not verify(SECRET, ts, BODY, sig, tolerance=300, now=now + 301, **TO)  # replay
+    assert not verify(SECRET, ts, BODY, sig, tolerance=300, now=now - 301, **TO)  # future
+    assert not verify(SECRET, "abc", BODY, sig, now=now, **TO)
+    assert not verify(SECRET, None, BODY, sig, now=now, **TO)
+    assert not verify(SECRET, ts, BODY, None, now=now, **TO)
+    assert not verify(SECRET, ts, BODY, sig, now=now, delivery_id=None, host=HOST)
+    assert not verify(SECRET, ts, BODY, sig.removeprefix("v1="), now=now, **TO)
+    assert not verify(SECRET, ts, BODY, "v1=\u00e9", now=now, **TO)  # non-ASCII: no crash
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,9 @@ routes = web.RouteTableDef()
 INVALID_REQUEST = "REALTIME_INVALID_CHANNEL_REQUEST"
 MAX_WEBHOOK_URLS = 20
 MAX_DESCRIPTION = 1000
+# a per-channel webhook signing secret (write-only: never in a response)
+MIN_WEBHOOK_SECRET = 16
+MAX_WEBHOOK_SECRET = 256
 COLUMNS = "id, pattern, description, webhook_urls, enabled, created_at, updated_at"
 
 
@@ -29,6 +32,7 @@ class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True):
     description: str | None = None
     webhookUrls: list[str] | None = None
     enabled: bool = True
+    webhookSecret: str | None = None
 
 
 class ChannelUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,6 +40,7 @@ class ChannelUpdate(msgspec.Struct, forbid_unknown_fields=True):
     description: str | msgspec.UnsetType | None = msgspec.UNSET
     webhookUrls: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    webhookSecret: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 def channel_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -78,6 +83,33 @@ def _check_fields(
                 raise bad_request(problem, INVALID_REQUEST)
 
 
+def _check_secret(secret: str | msgspec.UnsetType | None) -> None:
+    if not isinstance(secret, str):
+        return
+    if not MIN_WEBHOOK_SECRET <= len(secret) <= MAX_WEBHOOK_SECRET:
+        raise bad_request(
+            f"webhookSecret must be {MIN_WEBHOOK_SECRET} to {MAX_WEBHOOK_SECRET} characters",
+            INVALID_REQUEST,
+        )
+    if not secret.isprintable() or not secret.isascii():
+        raise bad_request("webhookSecret must be printable ASCII", INVALID_REQUEST)
+
+
+async def _set_secret(conn: asyncpg.Connection, channel_id: Any, secret: str | None) -> None:
+    """Store (or, with None, remove) a channel's own webhook signing secret."""
+    if secret is None:
+        await conn.execute(
+            "DELETE FROM realtime.channel_webhook_secrets WHERE channel_id = $1", channel_id
+        )
+        return
+    await conn.execute(
+        "INSERT INTO realtime.channel_webhook_secrets (channel_id, secret) VALUES ($1, $2)"
+        " ON CONFLICT (channel_id) DO UPDATE SET secret = EXCLUDED.secret, updated_at = now()",
+        channel_id,
+        secret,
+    )
+
+
 def _duplicate(pattern: str) -> ApiError:
     return ApiError(409, "DATABASE_DUPLICATE", f"A channel with pattern {pattern!r} already exists")
 
@@ -98,15 +130,19 @@ async def list_channels(request: web.Request) -> web.Response:
 async def create_channel(request: web.Request) -> web.Response:
     body = await parse_body(request, ChannelCreate, INVALID_REQUEST)
     _check_fields(body.pattern, body.description, body.webhookUrls)
+    _check_secret(body.webhookSecret)
     try:
-        row = await request.app["pool"].fetchrow(
-            "INSERT INTO realtime.channels (pattern, description, webhook_urls, enabled)"
-            f" VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
-            body.pattern,
-            body.description,
-            body.webhookUrls,
-            body.enabled,
-        )
+        async with request.app["pool"].acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO realtime.channels (pattern, description, webhook_urls, enabled)"
+                f" VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
+                body.pattern,
+                body.description,
+                body.webhookUrls,
+                body.enabled,
+            )
+            if body.webhookSecret is not None:
+                await _set_secret(conn, row["id"], body.webhookSecret)
     except asyncpg.UniqueViolationError as exc:
         raise _duplicate(body.pattern) from exc
     await revalidate_subscriptions(request.app)
@@ -139,6 +175,7 @@ async def update_channel(request: web.Request) -> web.Response:
     channel_id = parse_uuid(request.match_info["id"], "id")
     body = await parse_body(request, ChannelUpdate, INVALID_REQUEST)
     _check_fields(body.pattern, body.description, body.webhookUrls)
+    _check_secret(body.webhookSecret)
     changes = {
         UPDATABLE[name]: value
         for name in UPDATABLE
@@ -148,18 +185,26 @@ async def update_channel(request: web.Request) -> web.Response:
         raise bad_request("pattern cannot be null", INVALID_REQUEST)
     if "enabled" in changes and changes["enabled"] is None:
         raise bad_request("enabled cannot be null", INVALID_REQUEST)
-    if not changes:
+    secret = body.webhookSecret
+    if not changes and secret is msgspec.UNSET:
         raise bad_request(
-            "Nothing to update: give pattern, description, webhookUrls or enabled",
+            "Nothing to update: give pattern, description, webhookUrls, enabled or webhookSecret",
             INVALID_REQUEST,
         )
-    assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+    # only the secret: the row is still touched, so updatedAt says something changed
+    assignments = (
+        ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+        or "updated_at = now()"
+    )
     try:
-        row = await request.app["pool"].fetchrow(
-            f"UPDATE realtime.channels SET {assignments} WHERE id = $1 RETURNING {COLUMNS}",
-            channel_id,
-            *changes.values(),
-        )
+        async with request.app["pool"].acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE realtime.channels SET {assignments} WHERE id = $1 RETURNING {COLUMNS}",
+                channel_id,
+                *changes.values(),
+            )
+            if row is not None and secret is not msgspec.UNSET:
+                await _set_secret(conn, channel_id, secret)
     except asyncpg.UniqueViolationError as exc:
         raise _duplicate(str(changes.get("pattern"))) from exc
     if row is None:

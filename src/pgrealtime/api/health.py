@@ -1,31 +1,56 @@
-"""GET /health: 200 once the database answers and the schema is applied."""
+"""GET /health: 200 once the database answers and the schema is applied.
+
+Anyone (a load balancer) gets only the status; the details (database and listener
+state, change feed status with its hosts, LSNs, table names and error texts) go to
+callers with an admin credential, since they map the deployment for an attacker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from pgrealtime.api.channels import json_response
+from pgrealtime.api.middleware import credential
+from pgrealtime.auth import Authenticator, AuthError
 
 routes = web.RouteTableDef()
 
 
+def _is_admin(request: web.Request) -> bool:
+    """A valid admin credential came with the request (a wrong one is no error here:
+    the caller just gets the public answer)."""
+    given = credential(request)
+    if given is None:
+        return False
+    authenticator: Authenticator = request.app["authenticator"]
+    try:
+        return authenticator.authenticate(given).is_admin
+    except AuthError:
+        return False
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    body: dict = {"status": "ok"}
     status = 200
+    details: dict[str, Any] = {"database": "ok"}
     try:
         await asyncio.wait_for(
             request.app["pool"].fetchval("SELECT 1 FROM realtime.config"), timeout=2
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        body = {"status": "degraded", "database": "unreachable"}
+        details["database"] = "unreachable"
         status = 503
+    body: dict[str, Any] = {"status": "ok" if status == 200 else "degraded"}
+    if not _is_admin(request):
+        return json_response(body, status=status)
     listener = request.app.get("listener")
-    if listener is not None and not listener.connected.is_set():
-        body["listener"] = "reconnecting"
+    if listener is not None:
+        details["listener"] = "connected" if listener.connected.is_set() else "reconnecting"
     for name, provider in request.app["health_extras"].items():
-        body[name] = provider()
+        details[name] = provider()
+    body["details"] = details
     return json_response(body, status=status)

@@ -25,7 +25,8 @@ PUBLIC_PATHS = {f"{API_PREFIX}/openapi.json"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _credential(request: web.Request) -> str | None:
+def credential(request: web.Request) -> str | None:
+    """The bearer token or `x-api-key` of a request, if any."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -70,12 +71,12 @@ def admin_middleware(request: web.Request, handler: Handler) -> Awaitable[web.St
 
 
 async def _admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    credential = _credential(request)
-    if credential is None:
+    given = credential(request)
+    if given is None:
         raise ApiError(401, "AUTH_UNAUTHORIZED", "No admin token provided")
     authenticator: Authenticator = request.app["authenticator"]
     try:
-        principal = authenticator.authenticate(credential)
+        principal = authenticator.authenticate(given)
     except AuthError as exc:
         raise ApiError(401, "AUTH_INVALID_TOKEN", exc.message) from exc
     if not principal.is_admin:

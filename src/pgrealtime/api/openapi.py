@@ -25,6 +25,16 @@ _webhook_urls = {
     "items": {"type": "string", "format": "uri", "maxLength": 2048},
     "description": "http or https URLs with a host, without credentials or spaces",
 }
+_webhook_secret = {
+    "type": ["string", "null"],
+    "minLength": 16,
+    "maxLength": 256,
+    "pattern": "^[\\x20-\\x7e]*$",
+    "writeOnly": True,
+    "description": "Extension (not in the InsForge API): this channel's own webhook signing "
+    "secret, printable ASCII; null removes it (the server's --webhook-secret signs "
+    "then). Write-only: never returned.",
+}
 _pattern = {
     "type": "string",
     "minLength": 1,
@@ -98,6 +108,7 @@ SCHEMAS: dict[str, Any] = {
             "description": _description,
             "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean", "default": True},
+            "webhookSecret": _webhook_secret,
         },
     },
     "ChannelUpdate": {
@@ -109,6 +120,7 @@ SCHEMAS: dict[str, Any] = {
             "description": _description,
             "webhookUrls": _webhook_urls,
             "enabled": {"type": "boolean"},
+            "webhookSecret": _webhook_secret,
         },
     },
     "Message": {

@@ -21,6 +21,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgrealtime.db.private_dir import ensure_private_dir
+
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "pgrealtime"
@@ -109,11 +111,17 @@ class EmbeddedPostgres:
                 capture_output=True,
             )
 
-    def _chown(self, path: Path) -> None:
+    def _owner(self) -> tuple[int, int]:
+        """uid and gid PostgreSQL runs as (the service user when we are root)."""
         user = self._run_as()
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        if user is None:
+            return os.geteuid(), os.getegid()
+        entry = pwd.getpwnam(user)
+        return entry.pw_uid, entry.pw_gid
+
+    def _chown(self, path: Path) -> None:
+        if self._run_as() is not None:
+            os.chown(path, *self._owner())
 
     def _pg(self, tool: str, *args: str, timeout: float = 120) -> None:
         cmd = [str(self._bin_dir() / tool), *args]
@@ -130,8 +138,9 @@ class EmbeddedPostgres:
         # the service user must traverse it; nobody may list it
         os.chmod(self.data_dir, 0o711)  # noqa: S103
         self._bin_dir()  # copy binaries before dropping privileges, if needed
-        self.socket_dir.mkdir(parents=True, exist_ok=True)
-        self._chown(self.socket_dir)
+        # 0700, the service user's, and no symlink or someone else's folder (the
+        # fallback path in /tmp is predictable): see private_dir.py
+        ensure_private_dir(self.socket_dir, *self._owner())
         if not (self.pgdata / "PG_VERSION").exists():
             self.pgdata.mkdir(mode=0o700, exist_ok=True)
             self._chown(self.pgdata)

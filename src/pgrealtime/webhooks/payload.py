@@ -7,7 +7,7 @@ The body is rebuilt identically for every attempt: only the signing headers chan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 from uuid import UUID
@@ -42,6 +42,8 @@ class Delivery:
     sender_id: UUID | None
     sender_type: str
     created_at: datetime
+    # the channel's own signing secret, if it has one (else the server's signs)
+    channel_secret: str | None = field(default=None, repr=False)
 
 
 def body(delivery: Delivery) -> bytes:

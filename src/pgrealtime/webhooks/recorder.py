@@ -56,10 +56,7 @@ class KeptConnection:
                 if self._setup is not None:
                     await self._setup(conn)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    if self._teardown is not None:
-                        await self._teardown(conn)
-                await self._pool.release(conn)
+                await self._give_back(conn)
                 raise
             self._conn = conn
         return self._conn
@@ -68,9 +65,23 @@ class KeptConnection:
         """Give the connection back (after an error: the next get() takes a fresh one)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                if self._teardown is not None:
+            await self._give_back(conn)
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        """Undo the setup and release: always released, whatever the teardown does, so
+        the pool never loses a connection. One whose teardown failed may still carry
+        the setup's state (a LISTEN): it is closed, not handed to another user."""
+        try:
+            if self._teardown is not None:
+                try:
                     await self._teardown(conn)
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):  # (the pool may hold it already)
+                        conn.terminate()
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled: still released (below), then cancelled
+        finally:
+            with contextlib.suppress(Exception):
                 await self._pool.release(conn)
 
 

@@ -28,12 +28,14 @@ UPDATE realtime.webhook_deliveries d
 SET next_attempt_at = now() + make_interval(secs => {lease}), lease_token = {claim},
     attempts = d.attempts + 1, updated_at = now()
 FROM realtime.messages m
+  LEFT JOIN realtime.channel_webhook_secrets s ON s.channel_id = m.channel_id
 WHERE d.id IN (SELECT id FROM realtime.webhook_deliveries
                WHERE id = ANY({ids}) AND status = 'pending' AND next_attempt_at <= now()
                FOR UPDATE SKIP LOCKED)
   AND m.id = d.message_id
 RETURNING d.id, d.url, d.host, d.attempts, m.id AS message_id, m.channel_id, m.channel_name,
-          m.event_name, m.payload::text AS payload, m.sender_id, m.sender_type, m.created_at
+          m.event_name, m.payload::text AS payload, m.sender_id, m.sender_type, m.created_at,
+          s.secret AS channel_secret
 """
 
 # Lease given ids ($1) for $2 seconds under token $3.
@@ -197,6 +199,7 @@ def _delivery(row: Mapping[str, Any]) -> Delivery:
         sender_id=row["sender_id"],
         sender_type=row["sender_type"],
         created_at=row["created_at"],
+        channel_secret=row["channel_secret"],
     )
 
 

@@ -45,7 +45,7 @@ from pgrealtime.webhooks.backoff import (
     backoff_delay,
 )
 from pgrealtime.webhooks.payload import Delivery
-from pgrealtime.webhooks.policy import UrlPolicy
+from pgrealtime.webhooks.policy import UrlPolicy, url_host
 from pgrealtime.webhooks.recorder import DEFAULT_DELAY, DeliveredRecorder, KeptConnection
 from pgrealtime.webhooks.recovery import DEFAULT_MIN_OUTAGE, HostRecovery
 from pgrealtime.webhooks.signing import signature_headers
@@ -125,6 +125,7 @@ class WebhookWorker:
         )
         # pure for a given URL; most deliveries share a few URLs
         self._check_url = functools.lru_cache(maxsize=4096)(self._policy.check_url)
+        self._url_host = functools.lru_cache(maxsize=4096)(url_host)
         self._transport = WebhookTransport(
             self._policy,
             timeout=self._timeout,
@@ -166,6 +167,11 @@ class WebhookWorker:
     async def start(self) -> None:
         if self._loop_task is not None:
             return
+        if not self._secret:  # `serve` always has one; Settings built in code may not
+            log.warning(
+                "no webhook secret: deliveries of channels without their own secret "
+                "are sent unsigned"
+            )
         await self._transport.start()
         self._stopping = False
         self._loop_task = asyncio.create_task(self._run(), name="webhook-claim")
@@ -432,8 +438,13 @@ class WebhookWorker:
             return AttemptResult(Outcome.FAILED, error=error)
         body = payload.body(delivery)
         headers = payload.headers(delivery)
-        if self._secret:
-            headers.update(signature_headers(self._secret, body))
+        secret = delivery.channel_secret or self._secret
+        if secret:
+            headers.update(
+                signature_headers(
+                    secret, body, delivery_id=str(delivery.id), host=self._url_host(delivery.url)
+                )
+            )
         return await self._transport.send(delivery.url, body, headers)
 
     async def _record(
