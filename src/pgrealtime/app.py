@@ -119,7 +119,9 @@ async def _database(app: web.Application):
     delivery = Delivery(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
-    publisher = Publisher(pool, delivery, app["origin"], dsn=url)
+    publisher = Publisher(
+        pool, delivery, app["origin"], dsn=url, max_batch_bytes=settings.publish_batch_bytes
+    )
     await publisher.start()
     app["publisher"] = publisher
     feed = None

@@ -27,6 +27,7 @@ import orjson
 
 from pgrealtime.auth import Principal
 from pgrealtime.batching import drain_in_batches
+from pgrealtime.config import DEFAULT_PUBLISH_BATCH_BYTES
 from pgrealtime.delivery import Delivery
 from pgrealtime.messages import StoredMessage
 
@@ -36,6 +37,13 @@ PUBLISH_ITEMS_SQL = (
     "SELECT idx, status, channel_id, created_at, seq, position, detail"
     " FROM realtime.publish_items($1::jsonb, $2::text)"
 )
+
+# Bytes of encoded items one batch carries at most: the batch travels as one jsonb
+# value, and jsonb cannot exceed 255 MiB (with no cap, 256 publishes of 1 MiB on one
+# lane failed together). An item larger than the cap goes alone.
+DEFAULT_MAX_BATCH_BYTES = DEFAULT_PUBLISH_BATCH_BYTES  # 8 MiB
+# Per item, beyond payload, claims, channel and event: keys, id, role, sender.
+ITEM_OVERHEAD_BYTES = 160
 
 CONNECT_TIMEOUT_SECONDS = 5.0  # an unreachable database is an error soon, not a hang
 COMMAND_TIMEOUT_SECONDS = 30.0
@@ -73,7 +81,12 @@ class _Item:
     event: str
     payload_json: bytes
     future: asyncio.Future[StoredMessage]
+    size: int  # about what the item adds to the encoded batch
     id: str = ""
+
+
+def _item_size(item: _Item) -> int:
+    return item.size
 
 
 def new_message_ids(count: int) -> list[str]:
@@ -116,14 +129,16 @@ class Publisher:
         max_batch: int = 500,
         dsn: str | None = None,
         connect: Connect | None = None,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
         """`dsn` (or a `connect` factory): each lane keeps its own connection, opened
         on first use and again after a failure. Without either, every batch borrows
-        a connection from `pool`."""
+        a connection from `pool`. `max_batch_bytes`: see DEFAULT_MAX_BATCH_BYTES."""
         self.pool = pool
         self.delivery = delivery
         self.origin = origin
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         if connect is None and dsn is not None:
             connect = self._connect_factory(dsn)
         self._connect = connect
@@ -156,17 +171,31 @@ class Publisher:
         """Queue a publish; the future gives the stored message (after it is fanned
         out) or raises PublishRefused. A future rather than a coroutine: awaiting it is
         the same, and no coroutine (or task around it) is made per publish."""
-        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         try:
             payload_json = orjson.dumps(payload)
         except TypeError as exc:  # orjson.JSONEncodeError; the caller sees it on await
+            future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
+        return self.publish_json(principal, channel, event, payload_json)
+
+    def publish_json(
+        self, principal: Principal, channel: str, event: str, payload_json: bytes
+    ) -> asyncio.Future[StoredMessage]:
+        """publish() with the payload already encoded as a JSON object."""
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         self._idle.clear()
         future.add_done_callback(self._settled)
         lane = zlib.crc32(channel.encode()) % len(self._queues)
-        self._queues[lane].append(_Item(principal, channel, event, payload_json, future))
+        size = (
+            len(payload_json)
+            + len(principal.claims_json)
+            + len(channel)
+            + len(event)
+            + ITEM_OVERHEAD_BYTES
+        )
+        self._queues[lane].append(_Item(principal, channel, event, payload_json, future, size))
         if not self._running[lane]:
             self._running[lane] = True
             task = asyncio.create_task(self._drain(lane))
@@ -218,7 +247,9 @@ class Publisher:
             self._settle(batch, await self._store(lane, encode_batch(batch)))
 
         try:
-            await drain_in_batches(self._queues[lane], self.max_batch, round_trip)
+            await drain_in_batches(
+                self._queues[lane], self.max_batch, round_trip, self.max_batch_bytes, _item_size
+            )
         finally:
             self._running[lane] = False
 
