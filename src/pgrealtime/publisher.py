@@ -61,12 +61,18 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class PublishRefused(Exception):
-    """The message was not stored: `status` is 'no_channel' or 'denied'."""
+    """The message was not stored: `status` is 'no_channel', 'denied' (the policies),
+    'unavailable' (a transient database error: retry) or 'failed' (another database
+    error, e.g. an application trigger). `detail` is 'SQLSTATE: message'."""
 
     def __init__(self, status: str, detail: str | None = None) -> None:
         super().__init__(detail or status)
         self.status = status
         self.detail = detail
+
+    @property
+    def sqlstate(self) -> str:
+        return (self.detail or "").partition(":")[0] or "unknown"
 
 
 class DatabaseUnavailable(asyncpg.InterfaceError):
