@@ -159,6 +159,7 @@ async def _database(app: web.Application):
     )
     revalidator = Revalidator(app)
     listener = Listener(url, delivery, app["origin"], on_channels_changed=revalidator.request)
+    publisher.on_lost_reply = listener.deliver_own
     listener.start()
     app["listener"] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))

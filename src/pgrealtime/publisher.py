@@ -95,6 +95,14 @@ def _item_size(item: _Item) -> int:
     return item.size
 
 
+def _reply_lost(exc: Exception) -> bool:
+    """Whether a batch that failed with `exc` may have been stored anyway: the server
+    answered with an error (nothing stored) unless the connection itself failed."""
+    return not isinstance(exc, asyncpg.PostgresError) or isinstance(
+        exc, asyncpg.PostgresConnectionError
+    )
+
+
 def new_message_ids(count: int) -> list[str]:
     """Random (version 4) UUIDs as text: one urandom read for the whole batch, and
     PostgreSQL's gen_random_uuid() opens /dev/urandom on every call."""
@@ -153,6 +161,10 @@ class Publisher:
         self._conns: list[asyncpg.Connection | None] = [None] * lanes
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        # Called with the ids of a batch that may have been stored without this process
+        # knowing (the connection failed before the reply came): someone must fan them
+        # out (the listener, see Listener.deliver_own).
+        self.on_lost_reply: Callable[[list[str]], None] | None = None
         # Publishes queued and not yet answered: shutdown waits for them to be
         # stored, fanned out and acked before it closes connections.
         self.in_flight = 0
@@ -250,7 +262,13 @@ class Publisher:
         async def round_trip(batch: list[_Item]) -> None:
             for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
                 item.id = message_id
-            self._settle(batch, await self._store(lane, encode_batch(batch)))
+            try:
+                rows = await self._store(lane, encode_batch(batch))
+            except Exception as exc:
+                if self.on_lost_reply is not None and _reply_lost(exc):
+                    self.on_lost_reply([item.id for item in batch])
+                raise
+            self._settle(batch, rows)
 
         try:
             await drain_in_batches(
