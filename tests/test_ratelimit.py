@@ -75,3 +75,18 @@ def test_connection_limits() -> None:
     # a burst below one would never let anything through: it counts as one
     bucket = ConnectionLimits(publish_rate=5, publish_burst=0).publish_bucket(0.0)
     assert bucket is not None and bucket.burst == 1
+
+
+def test_user_budgets_are_shared_by_key_and_forget_idle_users() -> None:
+    from pgrealtime.ratelimit import UserBudgets
+
+    budgets = UserBudgets(rate=1.0, bytes_rate=100.0)  # bursts 2 and 200
+    assert budgets.refusal("u", 150, now=0.0) is None
+    assert "bytes" in (budgets.refusal("u", 100, now=0.0) or "")  # 50 left
+    assert budgets.refusal("u", 50, now=0.0) is None
+    assert budgets.refusal("v", 1, now=0.0) is None  # another user: own buckets
+    assert "publishes" in (budgets.refusal("u", 0, now=0.0) or "")  # 2 spent
+    assert budgets.refusal("u", 10_000, now=10.0) is None  # larger than the burst: a full one
+    for n in range(5000):  # idle users' full buckets are dropped as new ones come
+        budgets.refusal(f"user{n}", 1, now=100.0 + n)
+    assert len(budgets._buckets) < 5000

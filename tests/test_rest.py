@@ -186,7 +186,7 @@ async def test_delete_messages_and_retention(server: Server) -> None:
         " WHERE event_name = 'old'"
     )
     status, config = await server.api("GET", "/api/realtime/config")
-    assert (status, config) == (200, {"retentionDays": None})
+    assert (status, config) == (200, {"retentionDays": 30})  # the default of a new database
     status, config = await server.api("PATCH", "/api/realtime/config", json={"retentionDays": 7})
     assert (status, config) == (200, {"retentionDays": 7})
     status, messages = await server.api("GET", "/api/realtime/messages")

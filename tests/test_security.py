@@ -425,7 +425,7 @@ async def test_every_rest_route_needs_the_admin_key(server: Server) -> None:
     # nothing happened: the channel, the message and the setting are as they were
     assert await server.db.fetchval("SELECT count(*) FROM realtime.messages") == 1
     assert await server.db.fetchval("SELECT count(*) FROM realtime.channels") == 1
-    assert await server.db.fetchval("SELECT retention_days FROM realtime.config") is None
+    assert await server.db.fetchval("SELECT retention_days FROM realtime.config") == 30  # unchanged
     for path in ("/api/realtime/nowhere", "/api/realtime/", "/api/realtime/channels/x/y"):
         status, error = await server.api("GET", path, headers={})
         assert (status, error["error"]) == (401, "AUTH_UNAUTHORIZED"), path

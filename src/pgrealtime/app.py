@@ -24,7 +24,7 @@ from pgrealtime.delivery import Delivery
 from pgrealtime.hub import Hub
 from pgrealtime.listener import Listener
 from pgrealtime.publisher import Publisher
-from pgrealtime.ratelimit import ConnectionLimits
+from pgrealtime.ratelimit import ConnectionLimits, UserBudgets
 from pgrealtime.retention import retention_loop
 from pgrealtime.revocation import Revalidator
 from pgrealtime.subscribe_checks import SubscribeChecks
@@ -121,7 +121,9 @@ async def _database(app: web.Application):
     delivery = Delivery(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
-    publisher = Publisher(pool, delivery, app["origin"], dsn=url)
+    publisher = Publisher(
+        pool, delivery, app["origin"], dsn=url, max_batch_bytes=settings.publish_batch_bytes
+    )
     await publisher.start()
     app["publisher"] = publisher
     feed = None
@@ -154,9 +156,12 @@ async def _database(app: web.Application):
             publish_burst=settings.publish_burst,
             max_subscriptions=settings.max_subscriptions,
         ),
+        user_budgets=UserBudgets(settings.user_publish_rate, settings.user_publish_bytes_rate),
+        max_payload_bytes=settings.max_payload_bytes,
     )
     revalidator = Revalidator(app)
     listener = Listener(url, delivery, app["origin"], on_channels_changed=revalidator.request)
+    publisher.on_lost_reply = listener.deliver_own
     listener.start()
     app["listener"] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))

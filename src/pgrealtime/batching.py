@@ -21,13 +21,35 @@ class Pending(Protocol):
 T = TypeVar("T", bound=Pending)
 
 
+def take_batch(
+    queue: deque[T], max_batch: int, max_bytes: int = 0, size: Callable[[T], int] | None = None
+) -> list[T]:
+    """The next batch: up to `max_batch` items and, when `max_bytes` is set, no more
+    than `max_bytes` of `size` in all; an item larger than that on its own goes alone."""
+    if not max_bytes or size is None:
+        return [queue.popleft() for _ in range(min(len(queue), max_batch))]
+    first = queue.popleft()
+    batch = [first]
+    total = size(first)
+    while queue and len(batch) < max_batch:
+        total += size(queue[0])
+        if total > max_bytes:
+            break
+        batch.append(queue.popleft())
+    return batch
+
+
 async def drain_in_batches(
-    queue: deque[T], max_batch: int, round_trip: Callable[[list[T]], Awaitable[None]]
+    queue: deque[T],
+    max_batch: int,
+    round_trip: Callable[[list[T]], Awaitable[None]],
+    max_bytes: int = 0,
+    size: Callable[[T], int] | None = None,
 ) -> None:
-    """Until `queue` is empty: take up to `max_batch` items and `round_trip` them. If a
+    """Until `queue` is empty: take a batch (see take_batch) and `round_trip` it. If a
     round trip raises, every item of its batch not answered yet gets that error."""
     while queue:
-        batch = [queue.popleft() for _ in range(min(len(queue), max_batch))]
+        batch = take_batch(queue, max_batch, max_bytes, size)
         try:
             await round_trip(batch)
         except Exception as exc:

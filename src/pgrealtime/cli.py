@@ -9,7 +9,8 @@ import gc
 import logging
 import resource
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import asyncpg
 
@@ -77,12 +78,23 @@ async def _settle_gc(app: object) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _banner(settings: Settings, generated_secrets: bool, webhook_from_data_dir: bool) -> None:
+def _banner(
+    settings: Settings,
+    generated_secrets: bool,
+    webhook_from_data_dir: bool,
+    retention_days: int | None,
+) -> None:
+    retention = (
+        f"{retention_days} days"
+        if retention_days is not None
+        else "unlimited (messages kept forever)"
+    )
     lines = [
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
         f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
         f"  Data dir:   {settings.data_dir}",
+        f"  Retention:  {retention}   (PATCH /api/realtime/config to change)",
     ]
     if generated_secrets:
         lines += [
@@ -94,6 +106,19 @@ def _banner(settings: Settings, generated_secrets: bool, webhook_from_data_dir: 
             f"  Webhooks:   signed with the webhook_secret kept in {settings.data_dir}/secrets.json"
         )
     print("\n".join(lines), flush=True)
+
+
+def _announce(
+    settings: Settings, generated_secrets: bool, webhook_from_data_dir: bool
+) -> Callable[[Any], Awaitable[None]]:
+    """A start-up hook: the banner once the database is ready (it shows the retention
+    setting, which lives there)."""
+
+    async def announce(app: Any) -> None:  # the aiohttp application
+        days = await app["pool"].fetchval("SELECT retention_days FROM realtime.config")
+        _banner(settings, generated_secrets, webhook_from_data_dir, days)
+
+    return announce
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -116,8 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = asyncio.new_event_loop()
     with database(settings) as url:
         app = create_app(settings, url)
+        app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))
         app.on_startup.append(_settle_gc)
-        _banner(settings, from_data_dir, webhook_from_data_dir)
         web.run_app(
             app,
             host=settings.host,

@@ -20,6 +20,10 @@ SECRETS_FILE = "secrets.json"
 DEFAULT_PUBLISH_RATE = 100.0  # publishes per second per connection
 DEFAULT_PUBLISH_BURST = 200.0
 DEFAULT_MAX_SUBSCRIPTIONS = 100  # per connection
+DEFAULT_USER_PUBLISH_RATE = 200.0  # publishes per second per user, all connections
+DEFAULT_USER_PUBLISH_BYTES_RATE = 1024 * 1024  # payload bytes per second per user
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024  # one publish's payload, encoded as JSON
+DEFAULT_PUBLISH_BATCH_BYTES = 8 * 1024 * 1024  # why: publisher.DEFAULT_MAX_BATCH_BYTES
 
 
 @dataclass
@@ -44,6 +48,12 @@ class Settings:
     publish_rate: float = 0.0  # publishes per second
     publish_burst: float = DEFAULT_PUBLISH_BURST
     max_subscriptions: int = 0
+    # Per-user publish budgets (all of a user's connections to this process), 0 = off;
+    # off in code like the limits above, on for `serve`.
+    user_publish_rate: float = 0.0  # publishes per second
+    user_publish_bytes_rate: float = 0.0  # payload bytes per second
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    publish_batch_bytes: int = DEFAULT_PUBLISH_BATCH_BYTES
     retention_interval_seconds: float = 3600.0
     db_pool_size: int = 10
     log_level: str = "info"
@@ -183,6 +193,38 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "(env PGREALTIME_MAX_SUBSCRIPTIONS, default %(default)s)",
     )
     parser.add_argument(
+        "--user-publish-rate",
+        type=float,
+        default=float(_env("PGREALTIME_USER_PUBLISH_RATE") or DEFAULT_USER_PUBLISH_RATE),
+        help="publishes per second one user (token sub) may sustain over all their "
+        "connections, burst twice that; more get RATE_LIMITED; admins are exempt; "
+        "0 = unlimited (env PGREALTIME_USER_PUBLISH_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--user-publish-bytes-rate",
+        type=float,
+        default=float(
+            _env("PGREALTIME_USER_PUBLISH_BYTES_RATE") or DEFAULT_USER_PUBLISH_BYTES_RATE
+        ),
+        help="payload bytes per second one user may publish over all their connections, "
+        "burst twice that; 0 = unlimited "
+        "(env PGREALTIME_USER_PUBLISH_BYTES_RATE, default %(default)s: 1 MiB/s)",
+    )
+    parser.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_PAYLOAD_BYTES") or DEFAULT_MAX_PAYLOAD_BYTES),
+        help="largest publish payload (as JSON); larger ones get INVALID_PAYLOAD "
+        "(env PGREALTIME_MAX_PAYLOAD_BYTES, default %(default)s: 64 KiB)",
+    )
+    parser.add_argument(
+        "--publish-batch-bytes",
+        type=int,
+        default=int(_env("PGREALTIME_PUBLISH_BATCH_BYTES") or DEFAULT_PUBLISH_BATCH_BYTES),
+        help="most bytes of publishes sent to PostgreSQL in one round trip; a larger "
+        "publish goes alone (env PGREALTIME_PUBLISH_BATCH_BYTES, default %(default)s: 8 MiB)",
+    )
+    parser.add_argument(
         "--retention-interval-seconds",
         type=float,
         default=float(_env("PGREALTIME_RETENTION_INTERVAL_SECONDS") or 3600),
@@ -297,6 +339,14 @@ def limits_error(settings: Settings) -> str | None:
         return "--publish-burst must be at least 1"
     if settings.max_subscriptions < 0:
         return "--max-subscriptions must be 0 (unlimited) or more"
+    if settings.user_publish_rate < 0:
+        return "--user-publish-rate must be 0 (unlimited) or more"
+    if settings.user_publish_bytes_rate < 0:
+        return "--user-publish-bytes-rate must be 0 (unlimited) or more"
+    if settings.max_payload_bytes < 2:
+        return "--max-payload-bytes must be at least 2 (the payload {})"
+    if settings.publish_batch_bytes < 1:
+        return "--publish-batch-bytes must be at least 1"
     if settings.flush_interval_ms < 0:
         return "--flush-interval-ms must be 0 (every event-loop tick) or more"
     return None

@@ -2,11 +2,14 @@
 application's trigger, or another server process.
 
 A NOTIFY carries '<id>:<origin>'; the row is read from PostgreSQL, the source of
-truth. NOTIFY is only a wake-up: if the listening connection drops, the server
-reconnects with backoff for as long as it takes and then reads, for every channel
-someone here watches, the positions past the last one handed out, so nothing is
-lost; Delivery drops any position it has already handed out, so nothing is
-delivered twice.
+truth. A NOTIFY of this process's own publishes is skipped (the publisher fans them
+out), except for those whose reply the publisher lost (see deliver_own). Payloads
+that are not '<uuid>:<origin>' are ignored: any role may NOTIFY this channel, and one
+malformed id would fail the whole read. NOTIFY is only a wake-up: if the listening
+connection drops, the server reconnects with backoff for as long as it takes and
+then reads, for every channel someone here watches, the positions past the last one
+handed out, so nothing is lost; Delivery drops any position it has already handed
+out, so nothing is delivered twice.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Callable
 
 import asyncpg
@@ -26,6 +30,11 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "realtime_message"
 CHANNELS_CHANGED = "realtime_channels"  # a channel row was created, changed or deleted
+# Own publishes whose reply was lost, remembered until their NOTIFY comes (those that
+# never committed are forgotten oldest first).
+UNSETTLED_LIMIT = 10_000
+# what realtime.notify_message() sends: NEW.id::text
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 CATCH_UP_SQL = (
     SELECT_MESSAGES + " WHERE (channel_name, position) IN ("
     "SELECT m.channel_name, m.position FROM realtime.messages m"
@@ -52,7 +61,9 @@ class Listener:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._lost = False
+        self._unsettled: dict[str, None] = {}  # own message ids, in the order given
         self.outages = 0  # connections lost since start
+        self.ignored = 0  # notifications that were not '<uuid>:<origin>'
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="listener")
@@ -66,8 +77,25 @@ class Listener:
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         message_id, _, origin = payload.partition(":")
         if origin == self.origin:
+            if not self._unsettled or self._unsettled.pop(message_id, 0) is not None:
+                return  # fanned out by the publisher
+        elif _UUID.fullmatch(message_id) is None:
+            self.ignored += 1
+            log.debug("ignored a notification that names no message: %.100r", payload)
             return
         self._pending.append(message_id)
+        self._wake.set()
+
+    def deliver_own(self, message_ids: list[str]) -> None:
+        """Publishes of this process whose reply was lost: they may be committed, and
+        were fanned out by no one. Read them now (their NOTIFY may have come and gone)
+        and again when their NOTIFY comes (they may commit later); a message already
+        handed out is dropped by Delivery."""
+        for message_id in message_ids:
+            self._unsettled[message_id] = None
+        while len(self._unsettled) > UNSETTLED_LIMIT:
+            del self._unsettled[next(iter(self._unsettled))]
+        self._pending.extend(message_ids)
         self._wake.set()
 
     def _on_channels_changed(self, *_args: object) -> None:

@@ -27,6 +27,7 @@ import orjson
 
 from pgrealtime.auth import Principal
 from pgrealtime.batching import drain_in_batches
+from pgrealtime.config import DEFAULT_PUBLISH_BATCH_BYTES
 from pgrealtime.delivery import Delivery
 from pgrealtime.messages import StoredMessage
 
@@ -36,6 +37,13 @@ PUBLISH_ITEMS_SQL = (
     "SELECT idx, status, channel_id, created_at, seq, position, detail"
     " FROM realtime.publish_items($1::jsonb, $2::text)"
 )
+
+# Bytes of encoded items one batch carries at most: the batch travels as one jsonb
+# value, and jsonb cannot exceed 255 MiB (with no cap, 256 publishes of 1 MiB on one
+# lane failed together). An item larger than the cap goes alone.
+DEFAULT_MAX_BATCH_BYTES = DEFAULT_PUBLISH_BATCH_BYTES  # 8 MiB
+# Per item, beyond payload, claims, channel and event: keys, id, role, sender.
+ITEM_OVERHEAD_BYTES = 160
 
 CONNECT_TIMEOUT_SECONDS = 5.0  # an unreachable database is an error soon, not a hang
 COMMAND_TIMEOUT_SECONDS = 30.0
@@ -53,12 +61,18 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class PublishRefused(Exception):
-    """The message was not stored: `status` is 'no_channel' or 'denied'."""
+    """The message was not stored: `status` is 'no_channel', 'denied' (the policies),
+    'unavailable' (a transient database error: retry) or 'failed' (another database
+    error, e.g. an application trigger). `detail` is 'SQLSTATE: message'."""
 
     def __init__(self, status: str, detail: str | None = None) -> None:
         super().__init__(detail or status)
         self.status = status
         self.detail = detail
+
+    @property
+    def sqlstate(self) -> str:
+        return (self.detail or "").partition(":")[0] or "unknown"
 
 
 class DatabaseUnavailable(asyncpg.InterfaceError):
@@ -73,7 +87,20 @@ class _Item:
     event: str
     payload_json: bytes
     future: asyncio.Future[StoredMessage]
+    size: int  # about what the item adds to the encoded batch
     id: str = ""
+
+
+def _item_size(item: _Item) -> int:
+    return item.size
+
+
+def _reply_lost(exc: Exception) -> bool:
+    """Whether a batch that failed with `exc` may have been stored anyway: the server
+    answered with an error (nothing stored) unless the connection itself failed."""
+    return not isinstance(exc, asyncpg.PostgresError) or isinstance(
+        exc, asyncpg.PostgresConnectionError
+    )
 
 
 def new_message_ids(count: int) -> list[str]:
@@ -116,14 +143,16 @@ class Publisher:
         max_batch: int = 500,
         dsn: str | None = None,
         connect: Connect | None = None,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> None:
         """`dsn` (or a `connect` factory): each lane keeps its own connection, opened
         on first use and again after a failure. Without either, every batch borrows
-        a connection from `pool`."""
+        a connection from `pool`. `max_batch_bytes`: see DEFAULT_MAX_BATCH_BYTES."""
         self.pool = pool
         self.delivery = delivery
         self.origin = origin
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         if connect is None and dsn is not None:
             connect = self._connect_factory(dsn)
         self._connect = connect
@@ -132,6 +161,10 @@ class Publisher:
         self._conns: list[asyncpg.Connection | None] = [None] * lanes
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        # Called with the ids of a batch that may have been stored without this process
+        # knowing (the connection failed before the reply came): someone must fan them
+        # out (the listener, see Listener.deliver_own).
+        self.on_lost_reply: Callable[[list[str]], None] | None = None
         # Publishes queued and not yet answered: shutdown waits for them to be
         # stored, fanned out and acked before it closes connections.
         self.in_flight = 0
@@ -156,17 +189,31 @@ class Publisher:
         """Queue a publish; the future gives the stored message (after it is fanned
         out) or raises PublishRefused. A future rather than a coroutine: awaiting it is
         the same, and no coroutine (or task around it) is made per publish."""
-        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         try:
             payload_json = orjson.dumps(payload)
         except TypeError as exc:  # orjson.JSONEncodeError; the caller sees it on await
+            future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
+        return self.publish_json(principal, channel, event, payload_json)
+
+    def publish_json(
+        self, principal: Principal, channel: str, event: str, payload_json: bytes
+    ) -> asyncio.Future[StoredMessage]:
+        """publish() with the payload already encoded as a JSON object."""
+        future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         self._idle.clear()
         future.add_done_callback(self._settled)
         lane = zlib.crc32(channel.encode()) % len(self._queues)
-        self._queues[lane].append(_Item(principal, channel, event, payload_json, future))
+        size = (
+            len(payload_json)
+            + len(principal.claims_json)
+            + len(channel)
+            + len(event)
+            + ITEM_OVERHEAD_BYTES
+        )
+        self._queues[lane].append(_Item(principal, channel, event, payload_json, future, size))
         if not self._running[lane]:
             self._running[lane] = True
             task = asyncio.create_task(self._drain(lane))
@@ -215,10 +262,18 @@ class Publisher:
         async def round_trip(batch: list[_Item]) -> None:
             for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
                 item.id = message_id
-            self._settle(batch, await self._store(lane, encode_batch(batch)))
+            try:
+                rows = await self._store(lane, encode_batch(batch))
+            except Exception as exc:
+                if self.on_lost_reply is not None and _reply_lost(exc):
+                    self.on_lost_reply([item.id for item in batch])
+                raise
+            self._settle(batch, rows)
 
         try:
-            await drain_in_batches(self._queues[lane], self.max_batch, round_trip)
+            await drain_in_batches(
+                self._queues[lane], self.max_batch, round_trip, self.max_batch_bytes, _item_size
+            )
         finally:
             self._running[lane] = False
 

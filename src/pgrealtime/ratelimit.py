@@ -1,4 +1,5 @@
-"""Per-connection limits: a token bucket for publishes and the subscription cap.
+"""Publish limits: a token bucket per connection, budgets per user over all of the
+user's connections, and the subscription cap.
 
 Pure arithmetic, no clock and no I/O: the caller passes the time (seconds from a
 monotonic clock), so the rules can be tested without sleeping and the publish path
@@ -38,13 +39,20 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
             self._updated = now
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; False means the event is over the limit."""
+    def take(self, now: float, amount: float = 1.0) -> bool:
+        """Spend `amount` tokens (at most a full bucket's worth) if there are that many;
+        False means the event is over the limit and nothing was spent."""
         self._refill(now)
-        if self._tokens >= 1 - _EPSILON:
-            self._tokens = max(0.0, self._tokens - 1)
+        amount = min(amount, self.burst)
+        if self._tokens >= amount - _EPSILON:
+            self._tokens = max(0.0, self._tokens - amount)
             return True
         return False
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket is back to a full burst (it may as well not exist)."""
+        self._refill(now)
+        return self._tokens >= self.burst - _EPSILON
 
     def tokens(self, now: float) -> float:
         """Tokens available at `now` (for tests and diagnostics)."""
@@ -90,3 +98,66 @@ class ConnectionLimits:
 
 
 UNLIMITED = ConnectionLimits()
+
+# Users with a bucket before idle ones are forgotten (a full bucket is no different
+# from none); after each sweep the next comes at twice the users left.
+_SWEEP_AT_LEAST = 1024
+
+
+class UserBudgets:
+    """Publishes and payload bytes per second per user (the token's sub) over all of the
+    user's connections to this process, so opening more connections does not multiply
+    what one account may write. Each bucket holds two seconds' worth; a payload larger
+    than that needs a full bucket. 0 turns a budget off."""
+
+    __slots__ = ("_buckets", "_sweep_at", "bytes_rate", "rate")
+
+    def __init__(self, rate: float = 0.0, bytes_rate: float = 0.0) -> None:
+        self.rate = rate
+        self.bytes_rate = bytes_rate
+        self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self._sweep_at = _SWEEP_AT_LEAST
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 or self.bytes_rate > 0
+
+    def refusal(self, user: str, size: int, now: float) -> str | None:
+        """Spend one publish of `size` payload bytes from `user`'s budgets, or say why
+        not (nothing is spent then)."""
+        buckets = self._buckets.get(user)
+        if buckets is None:
+            buckets = self._new_buckets(now)
+            self._buckets[user] = buckets
+        count, volume = buckets
+        if count is not None and count.tokens(now) < 1 - _EPSILON:
+            return (
+                f"Rate limit exceeded: at most {self.rate:g} publishes per second"
+                f" (burst {count.burst:g}) per user, over all connections;"
+                " this message was not published"
+            )
+        if volume is not None and not volume.take(now, size):
+            return (
+                f"Rate limit exceeded: at most {self.bytes_rate:g} payload bytes per second"
+                f" (burst {volume.burst:g}) per user, over all connections;"
+                " this message was not published"
+            )
+        if count is not None:
+            count.take(now)
+        return None
+
+    def _new_buckets(self, now: float) -> tuple[TokenBucket | None, TokenBucket | None]:
+        if len(self._buckets) >= self._sweep_at:
+            self._buckets = {
+                user: buckets
+                for user, buckets in self._buckets.items()
+                if not all(b is None or b.full(now) for b in buckets)
+            }
+            self._sweep_at = max(_SWEEP_AT_LEAST, 2 * len(self._buckets))
+        count = TokenBucket(self.rate, max(1.0, 2 * self.rate), now) if self.rate > 0 else None
+        volume = (
+            TokenBucket(self.bytes_rate, max(1.0, 2 * self.bytes_rate), now)
+            if self.bytes_rate > 0
+            else None
+        )
+        return count, volume

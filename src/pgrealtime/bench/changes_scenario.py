@@ -228,13 +228,15 @@ class SqlWriters:
 
 
 async def feed_status(target: Target) -> dict:
-    """The `changes` part of /health ({} when there is none)."""
+    """The `changes` part of /health's details ({} when there is none); the details
+    are only for an admin credential."""
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     async with (
         aiohttp.ClientSession() as http,
-        http.get(target.base_url + "/health") as resp,
+        http.get(target.base_url + "/health", headers=headers) as resp,
     ):
         body = await resp.json(content_type=None)
-    return body.get("changes") or {}
+    return (body.get("details") or {}).get("changes") or {}
 
 
 # -- receiving ------------------------------------------------------------------------

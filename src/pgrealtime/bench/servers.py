@@ -193,8 +193,13 @@ async def start_server(
         "--data-dir",
         str(workdir / "data"),
         # the load generator is one trusted client driving many sessions at rates far
-        # above a per-connection publish limit meant for untrusted clients
+        # above a per-connection publish limit meant for untrusted clients (and the
+        # per-user budgets: its sessions share a few users)
         "--publish-rate",
+        "0",
+        "--user-publish-rate",
+        "0",
+        "--user-publish-bytes-rate",
         "0",
         "--max-subscriptions",
         "0",

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -20,12 +20,13 @@ from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
 from pgrealtime.changes.visibility import SubscriptionDenied
 from pgrealtime.channels import channel_name_error
+from pgrealtime.config import DEFAULT_MAX_PAYLOAD_BYTES
 from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.delivery import Delivery, Recovery
 from pgrealtime.history import History, read_history
 from pgrealtime.hub import Hub, Outbox
 from pgrealtime.publisher import Publisher, PublishRefused
-from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits
+from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits, UserBudgets
 from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.ws import frames
 from pgrealtime.ws.expiry import ExpiryClock
@@ -67,6 +68,8 @@ class SessionContext:
     expiry: ExpiryClock
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
+    user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
 
 class Session:
@@ -358,12 +361,28 @@ class Session:
         if problem is not None:
             self.send_error(ErrorCode.INVALID_EVENT, problem, frame.id, channel)
             return
-        if self.publish_bucket is not None and not self.publish_bucket.take(time.monotonic()):
+        payload_json = frames.encode(frame.payload)  # the publisher needs it so anyway
+        if len(payload_json) > self.ctx.max_payload_bytes:
+            message = (
+                f"payload is {len(payload_json)} bytes as JSON; at most"
+                f" {self.ctx.max_payload_bytes} are accepted"
+            )
+            self.send_error(ErrorCode.INVALID_PAYLOAD, message, frame.id, channel)
+            return
+        now = time.monotonic()
+        if self.publish_bucket is not None and not self.publish_bucket.take(now):
             message = self.ctx.limits.rate_limited_message()
             self.send_error(ErrorCode.RATE_LIMITED, message, frame.id, channel)
             return
-        assert self.principal is not None
-        stored = self.ctx.publisher.publish(self.principal, channel, frame.event, frame.payload)
+        principal = self.principal
+        assert principal is not None
+        budgets = self.ctx.user_budgets
+        if budgets.enabled and principal.user_id is not None and not principal.is_admin:
+            refusal = budgets.refusal(principal.user_id, len(payload_json), now)
+            if refusal is not None:
+                self.send_error(ErrorCode.RATE_LIMITED, refusal, frame.id, channel)
+                return
+        stored = self.ctx.publisher.publish_json(principal, channel, frame.event, payload_json)
         stored.add_done_callback(lambda f: self._on_published(f, frame))
 
     def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
@@ -386,6 +405,24 @@ class Session:
             self.send_error(
                 ErrorCode.CHANNEL_NOT_FOUND,
                 f"No enabled channel matches {frame.channel!r}",
+                frame.id,
+                frame.channel,
+            )
+        elif isinstance(exc, PublishRefused) and exc.status == "unavailable":
+            log.warning("publish not stored, retryable: %s", exc.detail)
+            self.send_error(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"Failed to publish message: the database could not store it right now"
+                f" (SQLSTATE {exc.sqlstate}); it was not stored, try again",
+                frame.id,
+                frame.channel,
+            )
+        elif isinstance(exc, PublishRefused) and exc.status == "failed":
+            log.warning("publish not stored: %s", exc.detail)
+            self.send_error(
+                ErrorCode.PUBLISH_FAILED,
+                f"Failed to publish message: the database refused it"
+                f" (SQLSTATE {exc.sqlstate}); it was not stored",
                 frame.id,
                 frame.channel,
             )
