@@ -17,6 +17,7 @@ from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
 from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.db_channels import DbChannels
@@ -128,8 +129,15 @@ async def _database(app: web.Application):
     app["publisher"] = publisher
     feed = None
     if settings.changes:
-        feed = ChangeFeed(url, slot=settings.replication_slot, publication=settings.publication)
-    db_channels = DbChannels(pool, feed, settings.publication)
+        feed = ChangeFeed(
+            url,
+            slot=settings.replication_slot,
+            publication=settings.publication,
+            max_failures=settings.changes_max_failures,
+        )
+    db_channels = DbChannels(
+        pool, feed, settings.publication, TableAllowList(settings.changes_tables)
+    )
     if feed is not None:
         feed.on_batch(db_channels.deliver)
         try:

@@ -67,6 +67,12 @@ class Settings:
     changes: bool = True
     replication_slot: str = "pgrealtime"
     publication: str = "pgrealtime"
+    # a change batch failing this often in a row at one WAL position is delivered
+    # change by change, skipping what fails; 0: retried for ever
+    changes_max_failures: int = 3
+    # `schema.table` patterns (globs) of the tables db: channels may publish; empty:
+    # any table the caller may SELECT
+    changes_tables: list[str] = field(default_factory=list)
 
 
 def _env(name: str) -> str | None:
@@ -309,6 +315,23 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="publication for change notifications "
         "(env PGREALTIME_PUBLICATION, default %(default)s)",
     )
+    parser.add_argument(
+        "--changes-max-failures",
+        type=int,
+        default=int(_env("PGREALTIME_CHANGES_MAX_FAILURES") or 3),
+        help="a change that fails this many times in a row (a value that cannot be "
+        "converted or sent, a failing lookup) is skipped, logged and counted, so one bad "
+        "row cannot stop the feed; 0 = retry for ever "
+        "(env PGREALTIME_CHANGES_MAX_FAILURES, default %(default)s)",
+    )
+    parser.add_argument(
+        "--changes-tables",
+        default=_env("PGREALTIME_CHANGES_TABLES") or "",
+        help="comma-separated tables db:<table> channels may publish, as schema.table or "
+        "table (= public.table), globs allowed (public.*, app.order_*); others are refused "
+        "and never added to the publication; empty = any table the caller may SELECT "
+        "(env PGREALTIME_CHANGES_TABLES)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -317,6 +340,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if isinstance(values.get("webhook_allowed_hosts"), str):
         hosts = values["webhook_allowed_hosts"].split(",")
         values["webhook_allowed_hosts"] = [h.strip().lower() for h in hosts if h.strip()]
+    if isinstance(values.get("changes_tables"), str):
+        tables = values["changes_tables"].split(",")
+        values["changes_tables"] = [t.strip() for t in tables if t.strip()]
     settings = Settings(**values)
     if settings.api_key is not None and not settings.api_key.startswith(API_KEY_PREFIX):
         raise SystemExit(f"error: the API key must start with {API_KEY_PREFIX!r}")
@@ -349,6 +375,12 @@ def limits_error(settings: Settings) -> str | None:
         return "--publish-batch-bytes must be at least 1"
     if settings.flush_interval_ms < 0:
         return "--flush-interval-ms must be 0 (every event-loop tick) or more"
+    if settings.changes_max_failures < 0:
+        return "--changes-max-failures must be 0 (retry for ever) or more"
+    for pattern in settings.changes_tables:
+        schema, dot, table = pattern.partition(".")
+        if dot and not (schema and table):
+            return f"--changes-tables: {pattern!r} is not schema.table or table"
     return None
 
 

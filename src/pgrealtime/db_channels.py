@@ -19,7 +19,13 @@ from pgrealtime.auth import Principal
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.visibility import authorize_subscription, route_batch, table_readers
+from pgrealtime.changes.tables import PublishedTables, TableAllowList
+from pgrealtime.changes.visibility import (
+    Delivery,
+    authorize_subscription,
+    route_batch,
+    table_readers,
+)
 from pgrealtime.hub import Outbox
 from pgrealtime.ws.frames import websocket_text_frame
 
@@ -44,10 +50,18 @@ class TableSubscriber:
 
 
 class DbChannels:
-    def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed | None, publication: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        feed: ChangeFeed | None,
+        publication: str,
+        allowed: TableAllowList | None = None,
+    ) -> None:
         self.pool = pool
         self.feed = feed
         self.publication = publication
+        self.allowed = allowed or None  # an empty list allows every table
+        self.published = PublishedTables()
         self._by_table: dict[tuple[str, str], set[TableSubscriber]] = {}
 
     def unavailable_reason(self) -> str | None:
@@ -73,6 +87,8 @@ class DbChannels:
             channel,
             raw_filter,
             publication=self.publication,
+            allowed=self.allowed,
+            published=self.published,
         )
         subscriber = TableSubscriber(
             principal.role, principal.claims_json, table.filter, outbox, (table.schema, table.table)
@@ -126,15 +142,45 @@ class DbChannels:
             ]
 
         for delivery in await route_batch(self.pool, changes, candidates):
-            frame = websocket_text_frame(
-                orjson.dumps(
-                    {
-                        "type": "message",
-                        "channel": delivery.channel,
-                        "event": delivery.change.event,
-                        "payload": delivery.payload,
-                    }
-                )
-            )
+            frame = websocket_text_frame(self._encode(delivery))
             for subscriber in delivery.subscribers:
                 subscriber.outbox.send(frame)
+
+    def _encode(self, delivery: Delivery) -> bytes:
+        """The change's frame, once for all its subscribers. A value orjson will not
+        write (the reader already keeps deep JSON as text; this is the backstop) costs
+        its column, which is left out of `new`/`old` (counted), never the batch."""
+        frame = {
+            "type": "message",
+            "channel": delivery.channel,
+            "event": delivery.change.event,
+            "payload": delivery.payload,
+        }
+        try:
+            return orjson.dumps(frame)
+        except (orjson.JSONEncodeError, TypeError):
+            pass
+        payload = dict(delivery.payload)
+        for part in ("new", "old"):
+            row = payload.get(part)
+            if not isinstance(row, dict):
+                continue
+            kept = {}
+            for column, value in row.items():
+                try:
+                    orjson.dumps(value)
+                except (orjson.JSONEncodeError, TypeError):
+                    self._left_out(delivery, column)
+                    continue
+                kept[column] = value
+            payload[part] = kept
+        frame["payload"] = payload
+        return orjson.dumps(frame)
+
+    def _left_out(self, delivery: Delivery, column: str) -> None:
+        change = delivery.change
+        detail = f"column {change.schema}.{change.table}.{column} left out: not encodable"
+        if self.feed is not None and self.feed.skips is not None:
+            self.feed.skips.add("unencodable_columns", detail)
+        else:
+            log.warning("change feed: %s", detail)

@@ -16,6 +16,7 @@ from pgrealtime.changes.payload import build_payload
 from pgrealtime.changes.visibility import (
     SubscriptionDenied,
     TableBusy,
+    TableNotAllowed,
     TableNotFound,
     TableNotPublishable,
     authorize_subscription,
@@ -30,6 +31,7 @@ __all__ = [
     "RowChange",
     "SubscriptionDenied",
     "TableBusy",
+    "TableNotAllowed",
     "TableNotFound",
     "TableNotPublishable",
     "authorize_subscription",

@@ -15,6 +15,12 @@ When it returns, the batch counts as handed to subscribers and its WAL position 
 be confirmed to PostgreSQL; if it raises, the batch (and anything after it) is read
 again from the slot. So `on_batch` must only return once the frames are written (or
 queued) to the subscribers' connections.
+
+A batch that keeps failing at the same position (not for a lost connection) is, after
+`max_failures` tries, delivered change by change: the changes that still fail are
+skipped (logged and counted in `status()`), the rest go out, and the feed moves on.
+Without that, one bad row would stop the feed for every table and the slot would keep
+WAL until the disk is full.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.pgoutput import lsn_to_str
@@ -35,6 +44,7 @@ from pgrealtime.changes.reader import (
     drop_slot,
     prepare,
 )
+from pgrealtime.changes.skips import SkipCounter
 from pgrealtime.changes.visibility import Database
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ class ChangeFeed:
         max_batch_changes: int = 1000,
         max_in_flight: int = 8,
         max_merged_changes: int = 10_000,
+        max_failures: int = 3,
     ) -> None:
         self.config = ReaderConfig(
             dsn=dsn,
@@ -64,6 +75,7 @@ class ChangeFeed:
             excluded_schemas=excluded_schemas,
             max_batch_changes=max_batch_changes,
             max_in_flight=max_in_flight,
+            max_failures=max_failures,
         )
         self.max_merged_changes = max_merged_changes
         self._handler = on_batch
@@ -76,6 +88,7 @@ class ChangeFeed:
         self.publication_all_tables = False
         self.delivered_batches = 0
         self.delivered_changes = 0
+        self._acked_end = 0  # end LSN of the last batch acknowledged
 
     def on_batch(self, handler: BatchHandler) -> None:
         """Register the server's delivery callback (before `start`)."""
@@ -84,6 +97,11 @@ class ChangeFeed:
     @property
     def running(self) -> bool:
         return self._reader is not None
+
+    @property
+    def skips(self) -> SkipCounter | None:
+        """Where the running reader counts what it left out (None when stopped)."""
+        return None if self._reader is None else self._reader.skips
 
     async def start(self) -> None:
         """Create the publication and slot if missing and start reading. If the database
@@ -184,6 +202,26 @@ class ChangeFeed:
             "toast_lookups": reader.toast_lookups,
             "publication_all_tables": self.publication_all_tables,
             "tables_without_replica_identity": self.tables_without_identity,
+            **self._problems(reader),
+        }
+
+    def _problems(self, reader: ReplicationReader) -> dict[str, Any]:
+        """Whether the feed is stuck (failing again and again at one position: the
+        slot keeps WAL meanwhile, see lag_bytes) and what it had to leave out."""
+        stuck = reader.failures.state
+        skips = reader.skips
+        return {
+            "stuck_since_lsn": None if stuck is None else lsn_to_str(stuck.since_lsn),
+            "stuck_since": None
+            if stuck is None
+            else datetime.fromtimestamp(stuck.since_time, UTC).isoformat(),
+            "consecutive_failures": 0 if stuck is None else stuck.failures,
+            "last_error": None if stuck is None else stuck.last_error,
+            "max_failures": self.config.max_failures,
+            "skipped_changes": skips.get("skipped_changes"),
+            "values_as_text": skips.get("values_as_text"),
+            "toast_fill_failures": skips.get("toast_fill_failures"),
+            "unencodable_columns": skips.get("unencodable_columns"),
         }
 
     async def _consume(self, reader: ReplicationReader, queue: asyncio.Queue[Batch]) -> None:
@@ -211,17 +249,62 @@ class ChangeFeed:
                 last = nxt
             try:
                 await self._handler(changes)
-            except Exception:
-                log.exception(
-                    "change feed: delivering a batch up to %s failed; it will be read again",
-                    lsn_to_str(last.end_lsn),
-                )
-                self._failed_generation = first.generation
-                reader.request_reconnect(first.generation)
-                continue
+            except Exception as exc:
+                if not self._give_up(reader, exc, last.end_lsn):
+                    self._failed_generation = first.generation
+                    reader.request_reconnect(first.generation)
+                    continue
+                await self._deliver_one_by_one(reader, changes)
             self.delivered_batches += 1
             self.delivered_changes += len(changes)
             reader.ack(last.generation, last.seq)  # acknowledges every batch up to it
+            self._acked_end = max(self._acked_end, last.end_lsn)
+
+    def _give_up(self, reader: ReplicationReader, exc: Exception, end_lsn: int) -> bool:
+        """A delivery failed: True once it failed `max_failures` times in a row at the
+        same position (then it goes change by change, skipping what fails), False to
+        read it again. A lost database connection is retried for ever."""
+        error = f"{type(exc).__name__}: {str(exc).strip()}"
+        if isinstance(exc, CONNECTION_ERRORS):
+            log.warning("change feed: delivering up to %s failed: %s", lsn_to_str(end_lsn), error)
+            return False
+        at = self._acked_end  # where the failed batch starts (after the last one acked)
+        failures = reader.failures.failed(at, at, error)
+        limit = self.config.max_failures
+        log.error(
+            "change feed: delivering a batch up to %s failed (%d in a row at %s)%s",
+            lsn_to_str(end_lsn),
+            failures,
+            lsn_to_str(at),
+            "; delivering it change by change, skipping what fails"
+            if 0 < limit <= failures
+            else "; it will be read again",
+            exc_info=failures == 1,  # one traceback per stuck position, not per retry
+        )
+        return 0 < limit <= failures
+
+    async def _deliver_one_by_one(
+        self, reader: ReplicationReader, changes: list[RowChange]
+    ) -> None:
+        """The last resort for a batch that keeps failing: each change alone; the ones
+        that still fail are logged, counted and skipped. A lost connection raises (the
+        batch is then read again, as usual)."""
+        assert self._handler is not None
+        for change in changes:
+            try:
+                await self._handler([change])
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                reader.skips.add(
+                    "skipped_changes",
+                    f"skipped a {change.event} of {change.schema}.{change.table} at "
+                    f"{lsn_to_str(change.lsn)}: {type(exc).__name__}: {exc}",
+                )
+
+
+# A delivery that failed because the database is unreachable is not the batch's fault.
+CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 
 
 # pg_class.relreplident -> the name the CLI and the REST route use.

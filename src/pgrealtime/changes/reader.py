@@ -55,7 +55,8 @@ from pgrealtime.changes.pgoutput import (
     TupleValue,
     Update,
 )
-from pgrealtime.changes.values import PgType, TypeRegistry, format_utc
+from pgrealtime.changes.skips import FailureTracker, SkipCounter
+from pgrealtime.changes.values import PgType, TypeRegistry, ValueAsText, format_utc
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ class ReaderConfig:
     min_feedback_interval: float = 0.1
     reconnect_min: float = 0.2
     reconnect_max: float = 30.0
+    # a transaction that fails to build this many times in a row is skipped (logged
+    # and counted); 0: retried for ever
+    max_failures: int = 3
 
 
 def _connect(dsn: str, **kwargs: Any) -> Any:
@@ -267,6 +271,54 @@ def _quote(name: str) -> sql.Composable:
     return sql.Identifier(name)
 
 
+# Errors that say the connection is gone, not that a row is bad: those are retried
+# for ever (with backoff), never counted towards skipping a transaction.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, OSError)
+
+
+class _Confirmer:
+    """The one place the slot's position moves: pops the batches the asyncio side
+    acknowledged (in order; batches with nothing for us need no acknowledgement) and
+    sends their end as flushed. A position acknowledged within `min_feedback_interval`
+    of the previous confirmation is not forgotten: it stays owed (`behind`) until the
+    next call past the interval sends it, with no further change needed."""
+
+    def __init__(self, reader: ReplicationReader, cur: Any, pending: deque) -> None:
+        self.reader = reader
+        self.cur = cur
+        self.pending = pending
+        self.last_feedback = 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        reader, pending = self.reader, self.pending
+        with reader._lock:
+            acked_seq = reader._acked_seq
+        acked = reader.acked_lsn
+        while pending and (not pending[0][2] or pending[0][0] <= acked_seq):
+            acked = max(acked, pending.popleft()[1])
+        if acked > reader.acked_lsn:
+            reader.acked_lsn = acked
+            reader.failures.progressed(acked)
+        now = time.monotonic()
+        if self.behind() and (
+            force or now - self.last_feedback >= reader.config.min_feedback_interval
+        ):
+            self.cur.send_feedback(write_lsn=acked, flush_lsn=acked, force=True)
+            reader.confirmed_lsn = acked
+            self.last_feedback = now
+
+    def behind(self) -> bool:
+        """Acknowledged further than confirmed: a confirmation is owed."""
+        return self.reader.acked_lsn > self.reader.confirmed_lsn
+
+    def keepalive(self) -> None:
+        """While nothing moves (back-pressure), keep the session alive."""
+        now = time.monotonic()
+        if now - self.last_feedback >= self.reader.config.status_interval / 2:
+            self.cur.send_feedback(force=True)
+            self.last_feedback = now
+
+
 class ReplicationReader:
     """The background thread. Thread-safe methods: `ack`, `request_reconnect`, `stop`,
     `snapshot`. Everything else runs on the thread."""
@@ -290,6 +342,8 @@ class ReplicationReader:
         self.confirmed_lsn = 0  # highest end LSN sent as flushed
         self.acked_lsn = 0  # highest end LSN the asyncio side acknowledged
         self.toast_lookups = 0  # queries made to fill unchanged TOAST values
+        self.skips = SkipCounter()  # values kept as text, columns and changes left out
+        self.failures = FailureTracker()  # repeated failures at one WAL position
         # thread-only state
         self._types = TypeRegistry()
         self._meta: dict[int, _RelationMeta] = {}
@@ -398,11 +452,9 @@ class ReplicationReader:
         batch: list[RowChange] = []
         batch_end = 0  # end LSN of the last transaction in `batch` (0: none)
         tx: _Transaction | None = None
-        last_feedback = 0.0
         last_lag = 0.0
-        confirmed = self.confirmed_lsn
-
         batch_started = 0.0
+        confirm = _Confirmer(self, cur, pending)
 
         def submit_batch() -> None:
             nonlocal seq, batch, batch_end
@@ -419,20 +471,11 @@ class ReplicationReader:
 
         while not self._stop.is_set():
             # 1. confirm what the asyncio side acknowledged, in order
+            confirm()
             with self._lock:
-                acked_seq = self._acked_seq
                 if self._reconnect_requested:
                     raise ConnectionResetError("delivery failed; re-reading from the slot")
-            flush = confirmed
-            while pending and (not pending[0][2] or pending[0][0] <= acked_seq):
-                flush = max(flush, pending.popleft()[1])
-            if flush > self.acked_lsn:
-                self.acked_lsn = flush
             now = time.monotonic()
-            if flush > confirmed and now - last_feedback >= cfg.min_feedback_interval:
-                cur.send_feedback(write_lsn=flush, flush_lsn=flush, force=True)
-                confirmed = self.confirmed_lsn = flush
-                last_feedback = now
             if now - last_lag >= cfg.lag_interval:
                 self._refresh_lag(db)
                 last_lag = now
@@ -440,9 +483,7 @@ class ReplicationReader:
             # 2. back-pressure: while too much is in flight, only keep the session alive
             in_flight = sum(1 for p in pending if p[2])
             if in_flight >= cfg.max_in_flight:
-                if now - last_feedback >= cfg.status_interval / 2:
-                    cur.send_feedback(force=True)
-                    last_feedback = now
+                confirm.keepalive()
                 self._wait(None, 1.0)
                 continue
 
@@ -450,7 +491,7 @@ class ReplicationReader:
             msg = cur.read_message()
             if msg is None:
                 submit_batch()
-                timeout = cfg.min_feedback_interval if self.acked_lsn > confirmed else 1.0
+                timeout = cfg.min_feedback_interval if confirm.behind() else 1.0
                 self._wait(cur, timeout)
                 continue
             data: bytes = msg.payload
@@ -471,7 +512,7 @@ class ReplicationReader:
                 if batch_end == 0:
                     batch_started = time.monotonic()
                 if tx is not None and message.end_lsn > self.acked_lsn:
-                    batch.extend(self._build_changes(db, tx, message))
+                    batch.extend(self._build_or_skip(db, tx, message))
                 batch_end = message.end_lsn
                 tx = None
                 if (
@@ -480,15 +521,34 @@ class ReplicationReader:
                 ):
                     submit_batch()
 
-        # stopping: confirm what was acknowledged before leaving
-        with self._lock:
-            acked_seq = self._acked_seq
-        flush = confirmed
-        while pending and (not pending[0][2] or pending[0][0] <= acked_seq):
-            flush = max(flush, pending.popleft()[1])
-        if flush > confirmed:
-            cur.send_feedback(write_lsn=flush, flush_lsn=flush, force=True)
-            self.confirmed_lsn = self.acked_lsn = flush
+        confirm(force=True)  # stopping: confirm what was acknowledged before leaving
+
+    def _build_or_skip(self, db: Any, tx: _Transaction, commit: Commit) -> list[RowChange]:
+        """`_build_changes`, except that a transaction failing `max_failures` times in a
+        row (each failure re-reads it from the slot) is skipped, logged and counted, so
+        one bad row cannot stop the feed for every table and pin WAL for ever."""
+        try:
+            return self._build_changes(db, tx, commit)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc).strip()}"
+            failures = self.failures.failed(commit.end_lsn, self.acked_lsn, error)
+            limit = self.config.max_failures
+            if limit <= 0 or failures < limit:
+                raise
+            log.error(
+                "change feed: skipped transaction %s (commit %s, %d row changes) after %d "
+                "failures: %s",
+                tx.xid,
+                pgoutput.lsn_to_str(commit.end_lsn),
+                len(tx.rows),
+                failures,
+                error,
+                exc_info=True,
+            )
+            self.skips.add("skipped_changes", "skipped a transaction", len(tx.rows))
+            return []
 
     def _wait(self, cur: Any, timeout: float) -> None:
         fds = [self._wake_r] if cur is None else [cur, self._wake_r]
@@ -565,8 +625,21 @@ class ReplicationReader:
             elif isinstance(value, bytes):
                 row[column.name] = "\\x" + value.hex()
             else:
-                row[column.name] = converter(column.type_oid)(value)  # type: ignore[arg-type]
+                try:
+                    row[column.name] = converter(column.type_oid)(value)  # type: ignore[arg-type]
+                except Exception as exc:  # one value costs itself, never the batch
+                    row[column.name] = self._as_text(relation, column.name, value, exc)  # type: ignore[arg-type]
         return row
+
+    def _as_text(self, relation: Relation, column: str, text: str, exc: Exception) -> str:
+        """A value that did not convert (too deeply nested JSON, or a converter bug):
+        delivered as the text PostgreSQL printed, counted and logged (not flooded)."""
+        why = str(exc) if isinstance(exc, ValueAsText) else f"{type(exc).__name__}: {exc}"
+        self.skips.add(
+            "values_as_text",
+            f"{relation.schema}.{relation.name}.{column} delivered as text ({why})",
+        )
+        return text
 
     def _key_columns(self, relation: Relation, values: tuple[TupleValue, ...]) -> dict[str, Any]:
         return {
@@ -659,12 +732,19 @@ class ReplicationReader:
     def _key_columns_converted(
         self, relation: Relation, values: tuple[TupleValue, ...]
     ) -> dict[str, Any]:
-        converter = self._types.converter
         types = {c.name: c.type_oid for c in relation.columns}
         return {
-            name: None if value is None else converter(types[name])(value)  # type: ignore[arg-type]
+            name: None if value is None else self._convert_one(relation, name, types[name], value)
             for name, value in self._key_columns(relation, values).items()
         }
+
+    def _convert_one(self, relation: Relation, name: str, type_oid: int, value: Any) -> Any:
+        if isinstance(value, bytes):
+            return "\\x" + value.hex()
+        try:
+            return self._types.converter(type_oid)(value)
+        except Exception as exc:
+            return self._as_text(relation, name, value, exc)
 
     def _fill_toast(
         self, db: Any, rows: list[Insert | Update | Delete | Truncate]
@@ -686,7 +766,21 @@ class ReplicationReader:
             if UNCHANGED_TOAST in values:
                 lookups.setdefault(message.relation.relid, []).append(i)
         for indexes in lookups.values():
-            self._fetch_unchanged(db, rows, indexes, filled)
+            try:
+                self._fetch_unchanged(db, rows, indexes, filled)
+            except CONNECTION_ERRORS:
+                raise
+            except psycopg2.Error as exc:
+                # e.g. the table or a column was dropped or renamed since the change,
+                # or a key does not fit the row type: the values stay out of `new`,
+                # as for a row deleted meanwhile
+                relation = rows[indexes[0]].relation
+                self.skips.add(
+                    "toast_fill_failures",
+                    f"unchanged TOAST values of {relation.schema}.{relation.name} left out "
+                    f"of `new` ({type(exc).__name__}: {(exc.pgerror or str(exc)).strip()})",
+                    len(indexes),
+                )
         return filled
 
     def _fetch_unchanged(

@@ -82,13 +82,52 @@ def _finite_float(text: str) -> float | str:
     return value if value - value == 0 else text
 
 
+# Deepest json/jsonb value delivered as JSON. orjson writes at most 255 levels and a
+# change frame wraps a column value in 3 more (frame, payload, new/old); webhook
+# bodies wrap it too. Deeper values (jsonb allows thousands of levels) are delivered
+# as their JSON text instead: one such row must not make its whole batch unsendable.
+MAX_JSON_DEPTH = 200
+
+
+class ValueAsText(Exception):
+    """A value was kept as the text PostgreSQL printed (see `_json`); raised only to
+    be counted by the caller, which then uses `text`."""
+
+    def __init__(self, text: str, why: str) -> None:
+        super().__init__(why)
+        self.text = text
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
 def _json(text: str) -> Any:
     """orjson is fast but refuses numbers outside 64-bit/double range, which jsonb can
-    hold: those fall back to the standard parser and stay strings."""
+    hold: those fall back to the standard parser and stay strings. A value nested
+    deeper than MAX_JSON_DEPTH (or too deep for either parser) stays its text: a
+    nesting depth is at most the number of brackets, so counting them (in C) keeps
+    the usual value on the fast path."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text, parse_int=_big_int, parse_float=_finite_float)
+        try:
+            value = json.loads(text, parse_int=_big_int, parse_float=_finite_float)
+        except RecursionError:
+            raise ValueAsText(text, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise ValueAsText(text, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
 
 
 def format_utc(moment: datetime) -> str:
@@ -285,4 +324,7 @@ def to_json_value(text: str | None, type_oid: int, registry: TypeRegistry | None
     """One column's text value as a JSON-friendly Python value (None for SQL NULL)."""
     if text is None:
         return None
-    return (registry or _DEFAULT_REGISTRY).converter(type_oid)(text)
+    try:
+        return (registry or _DEFAULT_REGISTRY).converter(type_oid)(text)
+    except ValueAsText as kept:
+        return kept.text

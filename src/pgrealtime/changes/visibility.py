@@ -41,9 +41,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import asyncpg
+
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload, revealed
+from pgrealtime.changes.tables import PublishedTables, TableAllowList, unpublishable_schema
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,13 @@ class TableNotPublishable(SubscriptionDenied):
     code = "TABLE_NOT_PUBLISHABLE"
 
 
+class TableNotAllowed(SubscriptionDenied):
+    """The server's operator did not list the table in `--changes-tables`: its changes
+    are not published, whoever asks (so the refusal reveals nothing about the table)."""
+
+    code = "TABLE_NOT_ALLOWED"
+
+
 class TableBusy(SubscriptionDenied):
     """The table stayed locked (CREATE INDEX, VACUUM FULL...) while it was being added
     to the publication; subscribing again later works."""
@@ -191,11 +201,22 @@ async def publish_table(db: Database, publication: str, schema: str, table: str)
     is off: nothing to add to). Raises TableNotPublishable for a table without a
     primary key or replica identity (refused before anything is changed) or that the
     server's user may not publish, TableNotFound if it does not exist, TableBusy if it
-    stayed locked."""
-    status = await db.fetchval(
-        "SELECT realtime.publish_table($1, $2, $3)", publication, schema, table
-    )
+    stayed locked. Catalogs, temporary and unlogged tables are TableNotPublishable,
+    saying why (PostgreSQL cannot replicate them)."""
     name = f"{schema}.{table}"
+    why = unpublishable_schema(schema)
+    if why is not None:
+        raise TableNotPublishable(f"changes of table {name} cannot be published: {why}")
+    try:
+        status = await db.fetchval(
+            "SELECT realtime.publish_table($1, $2, $3)", publication, schema, table
+        )
+    except (asyncpg.InvalidParameterValueError, asyncpg.FeatureNotSupportedError) as exc:
+        # ALTER PUBLICATION refused the table itself: unlogged, temporary, a catalog
+        detail = getattr(exc, "detail", None) or str(exc)
+        raise TableNotPublishable(
+            f"changes of table {name} cannot be published: {detail.rstrip('.').lower()}"
+        ) from None
     if status in ("added", "published", "no_publication"):
         if status == "added":
             log.info("added table %s to publication %s", name, publication)
@@ -235,32 +256,44 @@ async def authorize_subscription(
     *,
     publication: str | None = "pgrealtime",
     excluded_schemas: frozenset[str] = frozenset({"realtime"}),
+    allowed: TableAllowList | None = None,
+    published: PublishedTables | None = None,
 ) -> TableSubscription:
     """Everything the subscribe handler does for a `db:<table>` channel: validate the
-    filter, check the caller may read the table, then (as the server's own role, with
-    `db`, which must be the server's pool) make sure the table is in `publication`
-    (None: leave the publication alone).
+    filter, check the table is `allowed` (the operator's list; before any round trip)
+    and the caller may read it, then (as the server's own role, with `db`, which must
+    be the server's pool) make sure the table is in `publication` (None: leave the
+    publication alone), unless `published` remembers it is.
 
     Raises FilterError (code INVALID_FILTER) for a bad filter, else a SubscriptionDenied:
     itself (REALTIME_UNAUTHORIZED) when the table may not be read or does not exist,
     TableNotFound (TABLE_NOT_FOUND) when it does not exist and the caller may read every
     table of the schema, TableNotPublishable (TABLE_NOT_PUBLISHABLE) for a table without
-    a primary key or replica identity, TableBusy (TABLE_BUSY). Every one has `code`;
-    its message is for the client."""
+    a primary key or replica identity, TableNotAllowed (TABLE_NOT_ALLOWED) for a table
+    outside `allowed`, TableBusy (TABLE_BUSY). Every one has `code`; its message is for
+    the client."""
     table = table_of_channel(channel)
     if table is None:
         raise SubscriptionDenied()
     flt = parse_filter(raw_filter)
     if flt.schema in excluded_schemas:
         raise FilterError(f"changes of schema {flt.schema!r} are not published")
+    if allowed is not None and not allowed.allows(flt.schema, table):
+        raise TableNotAllowed(
+            f"changes of table {flt.schema}.{table} are not published by this server "
+            f"(it is not in the server's --changes-tables list)"
+        )
     status = await authorize_table(db, role, claims, flt.schema, table)
     if status == "no_table":
         raise TableNotFound(f"table {flt.schema}.{table} does not exist")
     if status != "ok":
         raise SubscriptionDenied()
-    if publication is not None:
+    key = (flt.schema, table)
+    if publication is not None and (published is None or key not in published):
         # a separate statement: authorize_table has reset the role to the server's own
-        await publish_table(db, publication, flt.schema, table)
+        if await publish_table(db, publication, flt.schema, table) != "no_publication":
+            if published is not None:
+                published.add(key)
     return TableSubscription(flt.schema, table, flt)
 
 
