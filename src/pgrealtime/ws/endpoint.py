@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import WSMsgType, web
 
 from pgrealtime.api.errors import error_response
 from pgrealtime.hub import Outbox
-from pgrealtime.ws.frames import ErrorCode
+from pgrealtime.ws.frames import ErrorCode, websocket_close_frame
 from pgrealtime.ws.keepalive import PING_FRAME, Keepalive
 from pgrealtime.ws.session import Session, SessionContext
 
@@ -18,6 +19,11 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
+SLOW_CONSUMER_REASON = "slow consumer: send buffer full"
+# A close handshake that has not ended by then (a peer that reads nothing, so the
+# close frame never drains) is cut: aiohttp's own wait for the peer's close frame is
+# 10 s, but nothing bounds its wait for the drain before it.
+CLOSE_GRACE_SECONDS = 15.0
 
 
 class Sessions:
@@ -76,13 +82,32 @@ class Connection:
                     self.waking = True
                     self.handler.cancel()
             return
-        task = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()))
+        task = asyncio.ensure_future(self._close_within(code, reason))
         _CLOSING.add(task)
         task.add_done_callback(_CLOSING.discard)
 
+    async def _close_within(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), CLOSE_GRACE_SECONDS
+            )
+        except TimeoutError:
+            self.transport.abort()
+
     def on_overflow(self) -> None:
+        """A reader too far behind: drop the connection now. A closing handshake would
+        wait for the peer to read what is buffered (it does not, or it would not be
+        here), keeping the socket and its buffer for as long as the peer stays; the
+        abort frees both at once. The close frame is queued first, for the rare case
+        that it can still go out, but nothing waits for it."""
         log.info("disconnecting a slow subscriber: send buffer full")
-        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
+        if self.session is not None:
+            self.session.closed()
+        transport = self.transport
+        if not transport.is_closing():
+            with contextlib.suppress(Exception):  # it is being dropped anyway
+                transport.write(websocket_close_frame(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON))
+            transport.abort()
 
     def ping(self) -> None:
         if self.session is not None:

@@ -265,6 +265,13 @@ def error_frame(
     return frame
 
 
+def websocket_close_frame(code: int, reason: str) -> bytes:
+    """An unmasked close frame (RFC 6455 section 5.5.1), written straight to a
+    transport that is about to be dropped; the reason is cut to fit 125 bytes."""
+    payload = struct.pack("!H", code) + reason.encode()[:123]
+    return struct.pack("!BB", 0x88, len(payload)) + payload
+
+
 def websocket_text_frame(payload: bytes) -> bytes:
     """An unmasked, uncompressed, final text frame (RFC 6455 section 5.2): what a
     server sends. Identical for every receiver, so it is built once per message."""
