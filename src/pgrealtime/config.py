@@ -20,6 +20,15 @@ SECRETS_FILE = "secrets.json"
 DEFAULT_PUBLISH_RATE = 100.0  # publishes per second per connection
 DEFAULT_PUBLISH_BURST = 200.0
 DEFAULT_MAX_SUBSCRIPTIONS = 100  # per connection
+# Every frame counts, publishes too: the rate stays above --publish-rate, or that one
+# would never be reached.
+DEFAULT_FRAME_RATE = 200.0  # frames per second per connection
+DEFAULT_FRAME_BURST = 400.0
+DEFAULT_SUBSCRIBE_RATE = 10.0  # subscribes per second per connection
+DEFAULT_SUBSCRIBE_BURST = 50.0
+DEFAULT_MAX_CONNECTIONS = 10_000  # per process
+DEFAULT_MAX_CONNECTIONS_PER_IP = 100
+DEFAULT_AUTH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -42,6 +51,15 @@ class Settings:
     publish_rate: float = 0.0  # publishes per second
     publish_burst: float = DEFAULT_PUBLISH_BURST
     max_subscriptions: int = 0
+    frame_rate: float = 0.0  # frames of any type per second
+    frame_burst: float = DEFAULT_FRAME_BURST
+    subscribe_rate: float = 0.0  # subscribes per second
+    subscribe_burst: float = DEFAULT_SUBSCRIBE_BURST
+    # Same pattern: in code, connections from one address are not capped (tests and
+    # benchmarks open hundreds from loopback); `serve` caps them.
+    max_connections_per_ip: int = 0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per process, 0 = unlimited
+    auth_timeout_seconds: float = DEFAULT_AUTH_TIMEOUT_SECONDS  # 0 = never
     retention_interval_seconds: float = 3600.0
     db_pool_size: int = 10
     log_level: str = "info"
@@ -173,6 +191,59 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "(env PGREALTIME_MAX_SUBSCRIPTIONS, default %(default)s)",
     )
     parser.add_argument(
+        "--frame-rate",
+        type=float,
+        default=float(_env("PGREALTIME_FRAME_RATE") or DEFAULT_FRAME_RATE),
+        help="frames of any type per second one connection may sustain; more get "
+        "RATE_LIMITED and are not acted on; 0 = unlimited "
+        "(env PGREALTIME_FRAME_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--frame-burst",
+        type=float,
+        default=float(_env("PGREALTIME_FRAME_BURST") or DEFAULT_FRAME_BURST),
+        help="frames one connection may send back to back after a quiet spell "
+        "(env PGREALTIME_FRAME_BURST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscribe-rate",
+        type=float,
+        default=float(_env("PGREALTIME_SUBSCRIBE_RATE") or DEFAULT_SUBSCRIBE_RATE),
+        help="subscribe frames per second one connection may sustain; more get "
+        "RATE_LIMITED; 0 = unlimited (env PGREALTIME_SUBSCRIBE_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscribe-burst",
+        type=float,
+        default=float(_env("PGREALTIME_SUBSCRIBE_BURST") or DEFAULT_SUBSCRIBE_BURST),
+        help="subscribes one connection may send back to back after a quiet spell "
+        "(env PGREALTIME_SUBSCRIBE_BURST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS),
+        help="WebSocket connections this process accepts at once; more are refused with "
+        "HTTP 503 before the upgrade; 0 = unlimited "
+        "(env PGREALTIME_MAX_CONNECTIONS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONNECTIONS_PER_IP") or DEFAULT_MAX_CONNECTIONS_PER_IP),
+        help="WebSocket connections from one client address at once; more are refused "
+        "with HTTP 429 before the upgrade; 0 = unlimited "
+        "(env PGREALTIME_MAX_CONNECTIONS_PER_IP, default %(default)s)",
+    )
+    parser.add_argument(
+        "--auth-timeout",
+        dest="auth_timeout_seconds",
+        type=float,
+        default=float(_env("PGREALTIME_AUTH_TIMEOUT") or DEFAULT_AUTH_TIMEOUT_SECONDS),
+        help="seconds a connection may stay without a successful auth before it is "
+        "closed (4001); 0 = never (env PGREALTIME_AUTH_TIMEOUT, default %(default)s)",
+    )
+    parser.add_argument(
         "--retention-interval-seconds",
         type=float,
         default=float(_env("PGREALTIME_RETENTION_INTERVAL_SECONDS") or 3600),
@@ -286,6 +357,15 @@ def limits_error(settings: Settings) -> str | None:
         return "--publish-burst must be at least 1"
     if settings.max_subscriptions < 0:
         return "--max-subscriptions must be 0 (unlimited) or more"
+    for name in ("frame", "subscribe"):
+        if getattr(settings, f"{name}_rate") < 0:
+            return f"--{name}-rate must be 0 (unlimited) or more"
+        if getattr(settings, f"{name}_rate") > 0 and getattr(settings, f"{name}_burst") < 1:
+            return f"--{name}-burst must be at least 1"
+    if settings.max_connections < 0 or settings.max_connections_per_ip < 0:
+        return "--max-connections and --max-connections-per-ip must be 0 (unlimited) or more"
+    if settings.auth_timeout_seconds < 0:
+        return "--auth-timeout must be 0 (never) or more"
     if settings.flush_interval_ms < 0:
         return "--flush-interval-ms must be 0 (every event-loop tick) or more"
     return None

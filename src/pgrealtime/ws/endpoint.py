@@ -10,6 +10,8 @@ from aiohttp import WSMsgType, web
 
 from pgrealtime.api.errors import error_response
 from pgrealtime.hub import Outbox
+from pgrealtime.ws.admission import Admission
+from pgrealtime.ws.auth_deadline import AuthDeadlines, Ticket
 from pgrealtime.ws.frames import ErrorCode, websocket_close_frame
 from pgrealtime.ws.keepalive import PING_FRAME, Keepalive
 from pgrealtime.ws.session import Session, SessionContext
@@ -17,6 +19,7 @@ from pgrealtime.ws.session import Session, SessionContext
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_NOT_AUTHENTICATED = 4001  # token expired, or no auth within --auth-timeout
 CLOSE_GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
 SLOW_CONSUMER_REASON = "slow consumer: send buffer full"
@@ -52,8 +55,8 @@ class Connection:
     handler, and what the heartbeat needs. A slotted object rather than closures over
     the handler's locals: ~0.9 KB less per connection."""
 
-    __slots__ = ("close_with", "handler", "last_heard", "parked", "pinged_at", "session",
-                 "sessions", "transport", "waking", "ws")  # fmt: skip
+    __slots__ = ("auth_ticket", "close_with", "handler", "last_heard", "parked", "pinged_at",
+                 "session", "sessions", "transport", "waking", "ws")  # fmt: skip
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, sessions: Sessions
@@ -70,6 +73,7 @@ class Connection:
         self.waking = False  # we cancelled that wait (not aiohttp, not the loop)
         self.last_heard = asyncio.get_running_loop().time()
         self.pinged_at = 0.0
+        self.auth_ticket: Ticket | None = None
 
     def close(self, code: int, reason: str) -> None:
         if self.session is not None:
@@ -109,6 +113,16 @@ class Connection:
                 transport.write(websocket_close_frame(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON))
             transport.abort()
 
+    def auth_deadline_passed(self, timeout: float) -> None:
+        session = self.session
+        if session is None or session.principal is not None or session.outbox.closed:
+            return
+        session.send_error(
+            ErrorCode.NOT_AUTHENTICATED,
+            f"Not authenticated within {timeout:g} seconds of connecting: closing",
+        )
+        session.close(CLOSE_NOT_AUTHENTICATED, "authentication timeout")
+
     def ping(self) -> None:
         if self.session is not None:
             self.session.outbox.send(PING_FRAME)
@@ -124,6 +138,20 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
     ctx: SessionContext = request.app["session_context"]
     sessions: Sessions = request.app["sessions"]
     keepalive: Keepalive = request.app["keepalive"]
+    admission: Admission = request.app["admission"]
+    ip = request.remote or ""
+    refused = admission.admit(ip)
+    if refused is not None:
+        return error_response(*refused)
+    try:
+        return await _serve(request, ctx, sessions, keepalive)
+    finally:
+        admission.release(ip)
+
+
+async def _serve(
+    request: web.Request, ctx: SessionContext, sessions: Sessions, keepalive: Keepalive
+) -> web.StreamResponse:
     settings = request.app["settings"]
     ws = web.WebSocketResponse(
         compress=False,
@@ -145,6 +173,8 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
     session = conn.session = Session(ctx, outbox, conn.close)
     sessions.live.add(session)
     keepalive.add(conn)
+    deadlines: AuthDeadlines = request.app["auth_deadlines"]
+    conn.auth_ticket = deadlines.add(conn)
     if sessions.draining:  # upgraded while the server was closing the others
         session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
     loop = asyncio.get_running_loop()
@@ -186,6 +216,8 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
             await ws.close(code=code, message=reason.encode())
     finally:
         keepalive.discard(conn)
+        if conn.auth_ticket is not None:
+            conn.auth_ticket.cancel()
         sessions.live.discard(session)
         session.closed()
     return ws

@@ -16,10 +16,14 @@ from typing import Any
 import msgspec
 import orjson
 
+from pgrealtime.channels import MAX_CHANNEL_LENGTH
+
 MAX_EVENT_LENGTH = 100
 RESERVED_EVENT_PREFIXES = ("realtime:", "presence:", "system:", "phx_")
-# Request ids are echoed back: integers must fit where JSON encoders put them.
+# Request ids are echoed back: integers must fit where JSON encoders put them, and
+# strings are short (an id of a whole frame's size would be echoed whole, to anyone).
 MIN_REQUEST_ID, MAX_REQUEST_ID = -(2**63), 2**63 - 1
+MAX_REQUEST_ID_LENGTH = 128
 # Payloads are stored as jsonb and encoded with orjson: no U+0000 (jsonb refuses it),
 # integers that fit in 64 bits (orjson's range), and a nesting depth orjson accepts.
 MIN_PAYLOAD_INT, MAX_PAYLOAD_INT = -(2**63), 2**64 - 1
@@ -129,6 +133,11 @@ _json_decoder = msgspec.json.Decoder()
 def _request_id(obj: dict) -> str | int | None:
     value = obj.get("id")
     if isinstance(value, str):
+        if len(value) > MAX_REQUEST_ID_LENGTH:
+            raise FrameError(
+                ErrorCode.MALFORMED_FRAME,
+                f"id must be at most {MAX_REQUEST_ID_LENGTH} characters (not echoed)",
+            )
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value if MIN_REQUEST_ID <= value <= MAX_REQUEST_ID else None
@@ -258,7 +267,7 @@ def error_frame(
     channel: str | None = None,
 ) -> dict:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if channel is not None:
+    if channel is not None and len(channel) <= MAX_CHANNEL_LENGTH:  # no longer echo
         frame["channel"] = channel
     if request_id is not None:
         frame["id"] = request_id

@@ -19,7 +19,7 @@ import asyncpg
 from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
 from pgrealtime.changes.visibility import SubscriptionDenied
-from pgrealtime.channels import channel_name_error
+from pgrealtime.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.delivery import Delivery, Recovery
 from pgrealtime.history import History, read_history
@@ -71,8 +71,8 @@ class SessionContext:
 
 class Session:
     # slots: thousands of idle sessions each carried a __dict__
-    __slots__ = ("_close", "_expires_at", "ctx", "outbox", "principal", "publish_bucket",
-                 "subscriptions")  # fmt: skip
+    __slots__ = ("_close", "_expires_at", "ctx", "frame_bucket", "outbox", "principal",
+                 "publish_bucket", "subscribe_bucket", "subscriptions")  # fmt: skip
 
     def __init__(
         self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
@@ -83,7 +83,10 @@ class Session:
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._expires_at: float | None = None  # watched by ctx.expiry
-        self.publish_bucket = ctx.limits.publish_bucket(time.monotonic())
+        now = time.monotonic()
+        self.publish_bucket = ctx.limits.publish_bucket(now)
+        self.frame_bucket = ctx.limits.frame_bucket(now)
+        self.subscribe_bucket = ctx.limits.subscribe_bucket(now)
 
     # -- output ---------------------------------------------------------------
     def send(self, frame: dict) -> None:
@@ -105,10 +108,19 @@ class Session:
 
     # -- input ----------------------------------------------------------------
     async def handle_text(self, data: str | bytes) -> None:
+        # Every frame spends a token, a malformed one too; it is still parsed, so that
+        # the refusal carries the frame's id.
+        limited = self.frame_bucket is not None and not self.frame_bucket.take(time.monotonic())
         try:
             frame = frames.parse_frame(data, self.ctx.max_frame_bytes)
         except FrameError as exc:
-            self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
+            if limited:
+                self._frame_rate_limited(exc.request_id, exc.channel)
+            else:
+                self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
+            return
+        if limited:
+            self._frame_rate_limited(frame.id, getattr(frame, "channel", None))
             return
         try:
             await self._dispatch(frame)
@@ -120,6 +132,10 @@ class Session:
                 frame.id,
                 getattr(frame, "channel", None),
             )
+
+    def _frame_rate_limited(self, request_id: str | int | None, channel: str | None) -> None:
+        message = self.ctx.limits.frame_rate_limited_message()
+        self.send_error(ErrorCode.RATE_LIMITED, message, request_id, channel)
 
     async def _dispatch(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.Auth):
@@ -177,6 +193,10 @@ class Session:
 
     async def on_subscribe(self, frame: frames.Subscribe) -> None:
         channel = frame.channel
+        if self.subscribe_bucket is not None and not self.subscribe_bucket.take(time.monotonic()):
+            message = self.ctx.limits.subscribe_rate_limited_message()
+            self.send_error(ErrorCode.RATE_LIMITED, message, frame.id, channel)
+            return
         problem = channel_name_error(channel)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
@@ -327,6 +347,10 @@ class Session:
         self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
 
     def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
+        if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
+            problem = f"channel must be at most {MAX_CHANNEL_LENGTH} characters"
+            self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id)
+            return
         subscription = self.subscriptions.pop(frame.channel, None)
         if subscription is not None:
             self._release(subscription)
