@@ -151,6 +151,8 @@ async def _database(app: web.Application):
         subscribe_checks=SubscribeChecks(pool),
         expiry=ExpiryClock(),
         max_recover=settings.max_recover,
+        max_recover_bytes=settings.max_recover_bytes,
+        recoveries=asyncio.Semaphore(settings.max_concurrent_recoveries),
         limits=ConnectionLimits(
             publish_rate=settings.publish_rate,
             publish_burst=settings.publish_burst,

@@ -45,6 +45,8 @@ class Settings:
     # 0: flush every event-loop tick; >0: join frames for up to this long (see hub.py)
     flush_interval_ms: float = 0.0
     max_recover: int = 10_000
+    max_recover_bytes: int = 16 * 1024 * 1024  # frames of one resume
+    max_concurrent_recoveries: int = 8  # history reads in flight, per process
     heartbeat_seconds: float = 30.0
     # Per-connection limits, 0 = unlimited. Off when Settings is built in code (tests,
     # embedding); `serve` applies the DEFAULT_* values above unless told otherwise.
@@ -159,6 +161,22 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         default=int(_env("PGREALTIME_MAX_RECOVER") or 10_000),
         help="most messages sent from history to a client resuming with `since`; "
         "beyond it the client is told recovered=false (env PGREALTIME_MAX_RECOVER, "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-recover-bytes",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_RECOVER_BYTES") or 16 * 1024 * 1024),
+        help="most bytes of message frames sent from history to one resuming client "
+        "(only the newest that fit); beyond it the client is told recovered=false "
+        "(env PGREALTIME_MAX_RECOVER_BYTES, default 16 MiB)",
+    )
+    parser.add_argument(
+        "--max-concurrent-recoveries",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONCURRENT_RECOVERIES") or 8),
+        help="history reads of resuming clients in flight at once in this process; "
+        "more wait their turn (env PGREALTIME_MAX_CONCURRENT_RECOVERIES, "
         "default %(default)s)",
     )
     parser.add_argument(
@@ -349,6 +367,10 @@ def limits_error(settings: Settings) -> str | None:
     first client (0 means off where that is allowed)."""
     if settings.max_frame_bytes < 1:
         return "--max-frame-bytes must be at least 1"
+    if settings.max_recover < 0 or settings.max_recover_bytes < 0:
+        return "--max-recover and --max-recover-bytes must be 0 or more"
+    if settings.max_concurrent_recoveries < 1:
+        return "--max-concurrent-recoveries must be at least 1"
     if settings.heartbeat_seconds < 0:
         return "--heartbeat-seconds must be 0 (off) or more"
     if settings.publish_rate < 0:
