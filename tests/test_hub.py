@@ -172,7 +172,7 @@ async def test_flush_writes_what_is_queued_at_once() -> None:
 async def test_slow_reader_is_cut_after_a_sweep_and_others_keep_receiving() -> None:
     hub = Hub(send_buffer_limit=1000, sweep_seconds=0.01)
     slow, fast = subscribed(hub, "room", 2)
-    slow.transport.backlog = 5000  # over the limit and staying there
+    slow.transport.backlog = 1500  # over the limit (under twice it) and staying there
     hub.broadcast("room", b"m1")
     await ticks()
     assert slow.overflows == 0  # a burst gets a sweep's grace
@@ -189,7 +189,7 @@ async def test_slow_reader_is_cut_after_a_sweep_and_others_keep_receiving() -> N
 async def test_reader_that_catches_up_within_the_sweep_is_kept() -> None:
     hub = Hub(send_buffer_limit=1000, sweep_seconds=0.01)
     (conn,) = subscribed(hub, "room", 1)
-    conn.transport.backlog = 5000
+    conn.transport.backlog = 1500
     hub.broadcast("room", b"m1")
     await ticks()
     conn.transport.backlog = 0  # the kernel drained it
@@ -198,6 +198,19 @@ async def test_reader_that_catches_up_within_the_sweep_is_kept() -> None:
     hub.broadcast("room", b"m2")
     await ticks()
     assert conn.transport.received == b"m1m2"
+
+
+async def test_reader_past_twice_the_limit_is_cut_at_once() -> None:
+    hub = Hub(send_buffer_limit=1000, sweep_seconds=3600)
+    slow, fast = subscribed(hub, "room", 2)
+    slow.transport.backlog = 2001
+    hub.broadcast("room", b"m1")
+    await ticks()
+    assert slow.overflows == 1 and slow.outbox.closed  # no sweep's grace
+    hub.broadcast("room", b"m2")
+    await ticks()
+    assert fast.transport.received == b"m1m2"
+    assert slow.overflows == 1
 
 
 async def test_flush_interval_sends_a_lone_message_at_once() -> None:

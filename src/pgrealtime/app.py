@@ -30,6 +30,8 @@ from pgrealtime.retention import retention_loop
 from pgrealtime.revocation import Revalidator
 from pgrealtime.subscribe_checks import SubscribeChecks
 from pgrealtime.webhooks import WebhookWorker
+from pgrealtime.ws.admission import Admission
+from pgrealtime.ws.auth_deadline import AuthDeadlines
 from pgrealtime.ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
@@ -90,6 +92,8 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app["sessions"] = Sessions()
     app["keepalive"] = Keepalive(settings.heartbeat_seconds)
+    app["admission"] = Admission(settings.max_connections, settings.max_connections_per_ip)
+    app["auth_deadlines"] = AuthDeadlines(settings.auth_timeout_seconds)
     app["origin"] = uuid.uuid4().hex
     app["health_extras"] = {}
     app["background"] = []
@@ -159,10 +163,16 @@ async def _database(app: web.Application):
         subscribe_checks=SubscribeChecks(pool),
         expiry=ExpiryClock(),
         max_recover=settings.max_recover,
+        max_recover_bytes=settings.max_recover_bytes,
+        recoveries=asyncio.Semaphore(settings.max_concurrent_recoveries),
         limits=ConnectionLimits(
             publish_rate=settings.publish_rate,
             publish_burst=settings.publish_burst,
             max_subscriptions=settings.max_subscriptions,
+            frame_rate=settings.frame_rate,
+            frame_burst=settings.frame_burst,
+            subscribe_rate=settings.subscribe_rate,
+            subscribe_burst=settings.subscribe_burst,
         ),
         user_budgets=UserBudgets(settings.user_publish_rate, settings.user_publish_bytes_rate),
         max_payload_bytes=settings.max_payload_bytes,
@@ -178,6 +188,7 @@ async def _database(app: web.Application):
     yield
     await webhooks.stop()
     app["keepalive"].close()
+    app["auth_deadlines"].close()
     app["session_context"].expiry.close()
     for task in app["background"]:
         task.cancel()

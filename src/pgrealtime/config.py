@@ -24,6 +24,15 @@ DEFAULT_USER_PUBLISH_RATE = 200.0  # publishes per second per user, all connecti
 DEFAULT_USER_PUBLISH_BYTES_RATE = 1024 * 1024  # payload bytes per second per user
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024  # one publish's payload, encoded as JSON
 DEFAULT_PUBLISH_BATCH_BYTES = 8 * 1024 * 1024  # why: publisher.DEFAULT_MAX_BATCH_BYTES
+# Every frame counts, publishes too: the rate stays above --publish-rate, or that one
+# would never be reached.
+DEFAULT_FRAME_RATE = 200.0  # frames per second per connection
+DEFAULT_FRAME_BURST = 400.0
+DEFAULT_SUBSCRIBE_RATE = 10.0  # subscribes per second per connection
+DEFAULT_SUBSCRIBE_BURST = 50.0
+DEFAULT_MAX_CONNECTIONS = 10_000  # per process
+DEFAULT_MAX_CONNECTIONS_PER_IP = 100
+DEFAULT_AUTH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -42,6 +51,8 @@ class Settings:
     # 0: flush every event-loop tick; >0: join frames for up to this long (see hub.py)
     flush_interval_ms: float = 0.0
     max_recover: int = 10_000
+    max_recover_bytes: int = 16 * 1024 * 1024  # frames of one resume
+    max_concurrent_recoveries: int = 8  # history reads in flight, per process
     heartbeat_seconds: float = 30.0
     # Per-connection limits, 0 = unlimited. Off when Settings is built in code (tests,
     # embedding); `serve` applies the DEFAULT_* values above unless told otherwise.
@@ -54,6 +65,15 @@ class Settings:
     user_publish_bytes_rate: float = 0.0  # payload bytes per second
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     publish_batch_bytes: int = DEFAULT_PUBLISH_BATCH_BYTES
+    frame_rate: float = 0.0  # frames of any type per second
+    frame_burst: float = DEFAULT_FRAME_BURST
+    subscribe_rate: float = 0.0  # subscribes per second
+    subscribe_burst: float = DEFAULT_SUBSCRIBE_BURST
+    # Same pattern: in code, connections from one address are not capped (tests and
+    # benchmarks open hundreds from loopback); `serve` caps them.
+    max_connections_per_ip: int = 0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # per process, 0 = unlimited
+    auth_timeout_seconds: float = DEFAULT_AUTH_TIMEOUT_SECONDS  # 0 = never
     retention_interval_seconds: float = 3600.0
     db_pool_size: int = 10
     log_level: str = "info"
@@ -170,6 +190,22 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "default %(default)s)",
     )
     parser.add_argument(
+        "--max-recover-bytes",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_RECOVER_BYTES") or 16 * 1024 * 1024),
+        help="most bytes of message frames sent from history to one resuming client "
+        "(only the newest that fit); beyond it the client is told recovered=false "
+        "(env PGREALTIME_MAX_RECOVER_BYTES, default 16 MiB)",
+    )
+    parser.add_argument(
+        "--max-concurrent-recoveries",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONCURRENT_RECOVERIES") or 8),
+        help="history reads of resuming clients in flight at once in this process; "
+        "more wait their turn (env PGREALTIME_MAX_CONCURRENT_RECOVERIES, "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--heartbeat-seconds",
         type=float,
         default=float(_env("PGREALTIME_HEARTBEAT_SECONDS") or 30),
@@ -229,6 +265,59 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         default=int(_env("PGREALTIME_PUBLISH_BATCH_BYTES") or DEFAULT_PUBLISH_BATCH_BYTES),
         help="most bytes of publishes sent to PostgreSQL in one round trip; a larger "
         "publish goes alone (env PGREALTIME_PUBLISH_BATCH_BYTES, default %(default)s: 8 MiB)",
+    )
+    parser.add_argument(
+        "--frame-rate",
+        type=float,
+        default=float(_env("PGREALTIME_FRAME_RATE") or DEFAULT_FRAME_RATE),
+        help="frames of any type per second one connection may sustain; more get "
+        "RATE_LIMITED and are not acted on; 0 = unlimited "
+        "(env PGREALTIME_FRAME_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--frame-burst",
+        type=float,
+        default=float(_env("PGREALTIME_FRAME_BURST") or DEFAULT_FRAME_BURST),
+        help="frames one connection may send back to back after a quiet spell "
+        "(env PGREALTIME_FRAME_BURST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscribe-rate",
+        type=float,
+        default=float(_env("PGREALTIME_SUBSCRIBE_RATE") or DEFAULT_SUBSCRIBE_RATE),
+        help="subscribe frames per second one connection may sustain; more get "
+        "RATE_LIMITED; 0 = unlimited (env PGREALTIME_SUBSCRIBE_RATE, default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscribe-burst",
+        type=float,
+        default=float(_env("PGREALTIME_SUBSCRIBE_BURST") or DEFAULT_SUBSCRIBE_BURST),
+        help="subscribes one connection may send back to back after a quiet spell "
+        "(env PGREALTIME_SUBSCRIBE_BURST, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS),
+        help="WebSocket connections this process accepts at once; more are refused with "
+        "HTTP 503 before the upgrade; 0 = unlimited "
+        "(env PGREALTIME_MAX_CONNECTIONS, default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=int(_env("PGREALTIME_MAX_CONNECTIONS_PER_IP") or DEFAULT_MAX_CONNECTIONS_PER_IP),
+        help="WebSocket connections from one client address at once; more are refused "
+        "with HTTP 429 before the upgrade; 0 = unlimited "
+        "(env PGREALTIME_MAX_CONNECTIONS_PER_IP, default %(default)s)",
+    )
+    parser.add_argument(
+        "--auth-timeout",
+        dest="auth_timeout_seconds",
+        type=float,
+        default=float(_env("PGREALTIME_AUTH_TIMEOUT") or DEFAULT_AUTH_TIMEOUT_SECONDS),
+        help="seconds a connection may stay without a successful auth before it is "
+        "closed (4001); 0 = never (env PGREALTIME_AUTH_TIMEOUT, default %(default)s)",
     )
     parser.add_argument(
         "--retention-interval-seconds",
@@ -357,6 +446,10 @@ def limits_error(settings: Settings) -> str | None:
     first client (0 means off where that is allowed)."""
     if settings.max_frame_bytes < 1:
         return "--max-frame-bytes must be at least 1"
+    if settings.max_recover < 0 or settings.max_recover_bytes < 0:
+        return "--max-recover and --max-recover-bytes must be 0 or more"
+    if settings.max_concurrent_recoveries < 1:
+        return "--max-concurrent-recoveries must be at least 1"
     if settings.heartbeat_seconds < 0:
         return "--heartbeat-seconds must be 0 (off) or more"
     if settings.publish_rate < 0:
@@ -373,6 +466,15 @@ def limits_error(settings: Settings) -> str | None:
         return "--max-payload-bytes must be at least 2 (the payload {})"
     if settings.publish_batch_bytes < 1:
         return "--publish-batch-bytes must be at least 1"
+    for name in ("frame", "subscribe"):
+        if getattr(settings, f"{name}_rate") < 0:
+            return f"--{name}-rate must be 0 (unlimited) or more"
+        if getattr(settings, f"{name}_rate") > 0 and getattr(settings, f"{name}_burst") < 1:
+            return f"--{name}-burst must be at least 1"
+    if settings.max_connections < 0 or settings.max_connections_per_ip < 0:
+        return "--max-connections and --max-connections-per-ip must be 0 (unlimited) or more"
+    if settings.auth_timeout_seconds < 0:
+        return "--auth-timeout must be 0 (never) or more"
     if settings.flush_interval_ms < 0:
         return "--flush-interval-ms must be 0 (every event-loop tick) or more"
     if settings.changes_max_failures < 0:

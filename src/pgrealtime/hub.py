@@ -19,6 +19,9 @@ When outboxes are flushed is the one trade-off of latency for CPU:
 
 A subscriber whose unsent bytes stay above the limit for a whole sweep interval is
 cut loose, never slowing the rest; a burst that a live reader drains is tolerated.
+One whose unsent bytes pass twice the limit after a write is cut at once: between
+two sweeps a stalled reader could otherwise collect any amount. Both checks read the
+transport's buffer once per write (per connection per flush), never per delivery.
 """
 
 from __future__ import annotations
@@ -84,17 +87,29 @@ class Outbox:
         except Exception:  # a peer that reset must not stop the broadcast to the rest
             self.closed = True
             return
-        if transport.get_write_buffer_size() > self.hub.send_buffer_limit:
-            self.hub.suspect(self)
+        backlog = transport.get_write_buffer_size()
+        if backlog > self.hub.send_buffer_limit:
+            if backlog > self.hub.hard_limit:
+                self.cut()  # checked after the write: the kernel's share is not counted
+            else:
+                self.hub.suspect(self)
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        return self.transport.get_write_buffer_size()
 
     def check_backlog(self) -> None:
         """Still behind a sweep later: this reader cannot keep up."""
         if self.closed:
             return
         if self.transport.get_write_buffer_size() > self.hub.send_buffer_limit:
-            self.closed = True
-            self.pending = None
-            self.on_overflow()
+            self.cut()
+
+    def cut(self) -> None:
+        """Stop queueing for this reader and let its connection drop what it holds."""
+        self.closed = True
+        self.pending = None
+        self.on_overflow()
 
 
 class Hub:
@@ -103,6 +118,7 @@ class Hub:
     ) -> None:
         """`flush_interval` (seconds): see the module docstring; 0 flushes every tick."""
         self.send_buffer_limit = send_buffer_limit
+        self.hard_limit = 2 * send_buffer_limit  # cut at once past this, no sweep's grace
         self.sweep_seconds = sweep_seconds
         self.flush_interval = flush_interval
         self._channels: dict[str, set[Outbox]] = {}

@@ -1,5 +1,5 @@
-"""Publish limits: a token bucket per connection, budgets per user over all of the
-user's connections, and the subscription cap.
+"""Limits: token buckets per connection (every frame, subscribes, publishes), publish
+budgets per user over all of the user's connections, and the subscription cap.
 
 Pure arithmetic, no clock and no I/O: the caller passes the time (seconds from a
 monotonic clock), so the rules can be tested without sleeping and the publish path
@@ -65,6 +65,17 @@ class TokenBucket:
         return max(0.0, (1 - _EPSILON - self._tokens) / self.rate)
 
 
+def _bucket(rate: float, burst: float, now: float) -> TokenBucket | None:
+    return TokenBucket(rate, max(1.0, burst), now) if rate > 0 else None
+
+
+def _limit_message(rate: float, burst: float, what: str, outcome: str) -> str:
+    return (
+        f"Rate limit exceeded: at most {rate:g} {what} per second"
+        f" (burst {max(1.0, burst):g}) per connection; {outcome}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """What one WebSocket connection may do; 0 means unlimited."""
@@ -72,18 +83,34 @@ class ConnectionLimits:
     publish_rate: float = 0.0  # publishes per second
     publish_burst: float = 0.0  # publishes back to back after a quiet spell
     max_subscriptions: int = 0
+    frame_rate: float = 0.0  # frames of any type per second
+    frame_burst: float = 0.0
+    subscribe_rate: float = 0.0  # subscribe frames per second
+    subscribe_burst: float = 0.0
 
     def publish_bucket(self, now: float) -> TokenBucket | None:
         """A fresh bucket for a new connection, or None when publishing is unlimited."""
-        if self.publish_rate <= 0:
-            return None
-        return TokenBucket(self.publish_rate, max(1.0, self.publish_burst), now)
+        return _bucket(self.publish_rate, self.publish_burst, now)
+
+    def frame_bucket(self, now: float) -> TokenBucket | None:
+        return _bucket(self.frame_rate, self.frame_burst, now)
+
+    def subscribe_bucket(self, now: float) -> TokenBucket | None:
+        return _bucket(self.subscribe_rate, self.subscribe_burst, now)
 
     def rate_limited_message(self) -> str:
-        return (
-            f"Rate limit exceeded: at most {self.publish_rate:g} publishes per second"
-            f" (burst {max(1.0, self.publish_burst):g}) per connection;"
-            " this message was not published"
+        return _limit_message(
+            self.publish_rate, self.publish_burst, "publishes", "this message was not published"
+        )
+
+    def frame_rate_limited_message(self) -> str:
+        return _limit_message(
+            self.frame_rate, self.frame_burst, "frames", "this frame was not acted on"
+        )
+
+    def subscribe_rate_limited_message(self) -> str:
+        return _limit_message(
+            self.subscribe_rate, self.subscribe_burst, "subscribes", "this subscribe was refused"
         )
 
     def too_many_subscriptions(self, current: int) -> bool:

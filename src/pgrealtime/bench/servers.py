@@ -203,6 +203,15 @@ async def start_server(
         "0",
         "--max-subscriptions",
         "0",
+        # and from one address, with frame and subscribe rates no untrusted client has
+        "--frame-rate",
+        "0",
+        "--subscribe-rate",
+        "0",
+        "--max-connections",
+        "0",
+        "--max-connections-per-ip",
+        "0",
     ]
     if database_url:
         cmd += ["--database-url", database_url]

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import WSMsgType, web
 
 from pgrealtime.api.errors import error_response
 from pgrealtime.hub import Outbox
-from pgrealtime.ws.frames import ErrorCode
+from pgrealtime.ws.admission import Admission
+from pgrealtime.ws.auth_deadline import AuthDeadlines, Ticket
+from pgrealtime.ws.frames import ErrorCode, websocket_close_frame
 from pgrealtime.ws.keepalive import PING_FRAME, Keepalive
 from pgrealtime.ws.session import Session, SessionContext
 
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_NOT_AUTHENTICATED = 4001  # token expired, or no auth within --auth-timeout
 CLOSE_GOING_AWAY = 1001
 SHUTDOWN_REASON = "server shutting down"
+SLOW_CONSUMER_REASON = "slow consumer: send buffer full"
+# A close handshake that has not ended by then (a peer that reads nothing, so the
+# close frame never drains) is cut: aiohttp's own wait for the peer's close frame is
+# 10 s, but nothing bounds its wait for the drain before it.
+CLOSE_GRACE_SECONDS = 15.0
 
 
 class Sessions:
@@ -46,8 +55,8 @@ class Connection:
     handler, and what the heartbeat needs. A slotted object rather than closures over
     the handler's locals: ~0.9 KB less per connection."""
 
-    __slots__ = ("close_with", "handler", "last_heard", "parked", "pinged_at", "session",
-                 "sessions", "transport", "waking", "ws")  # fmt: skip
+    __slots__ = ("auth_ticket", "close_with", "handler", "last_heard", "parked", "pinged_at",
+                 "session", "sessions", "transport", "waking", "ws")  # fmt: skip
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, sessions: Sessions
@@ -64,6 +73,7 @@ class Connection:
         self.waking = False  # we cancelled that wait (not aiohttp, not the loop)
         self.last_heard = asyncio.get_running_loop().time()
         self.pinged_at = 0.0
+        self.auth_ticket: Ticket | None = None
 
     def close(self, code: int, reason: str) -> None:
         if self.session is not None:
@@ -76,13 +86,42 @@ class Connection:
                     self.waking = True
                     self.handler.cancel()
             return
-        task = asyncio.ensure_future(self.ws.close(code=code, message=reason.encode()))
+        task = asyncio.ensure_future(self._close_within(code, reason))
         _CLOSING.add(task)
         task.add_done_callback(_CLOSING.discard)
 
+    async def _close_within(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), CLOSE_GRACE_SECONDS
+            )
+        except TimeoutError:
+            self.transport.abort()
+
     def on_overflow(self) -> None:
+        """A reader too far behind: drop the connection now. A closing handshake would
+        wait for the peer to read what is buffered (it does not, or it would not be
+        here), keeping the socket and its buffer for as long as the peer stays; the
+        abort frees both at once. The close frame is queued first, for the rare case
+        that it can still go out, but nothing waits for it."""
         log.info("disconnecting a slow subscriber: send buffer full")
-        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: send buffer full")
+        if self.session is not None:
+            self.session.closed()
+        transport = self.transport
+        if not transport.is_closing():
+            with contextlib.suppress(Exception):  # it is being dropped anyway
+                transport.write(websocket_close_frame(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON))
+            transport.abort()
+
+    def auth_deadline_passed(self, timeout: float) -> None:
+        session = self.session
+        if session is None or session.principal is not None or session.outbox.closed:
+            return
+        session.send_error(
+            ErrorCode.NOT_AUTHENTICATED,
+            f"Not authenticated within {timeout:g} seconds of connecting: closing",
+        )
+        session.close(CLOSE_NOT_AUTHENTICATED, "authentication timeout")
 
     def ping(self) -> None:
         if self.session is not None:
@@ -99,6 +138,20 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
     ctx: SessionContext = request.app["session_context"]
     sessions: Sessions = request.app["sessions"]
     keepalive: Keepalive = request.app["keepalive"]
+    admission: Admission = request.app["admission"]
+    ip = request.remote or ""
+    refused = admission.admit(ip)
+    if refused is not None:
+        return error_response(*refused)
+    try:
+        return await _serve(request, ctx, sessions, keepalive)
+    finally:
+        admission.release(ip)
+
+
+async def _serve(
+    request: web.Request, ctx: SessionContext, sessions: Sessions, keepalive: Keepalive
+) -> web.StreamResponse:
     settings = request.app["settings"]
     ws = web.WebSocketResponse(
         compress=False,
@@ -120,6 +173,8 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
     session = conn.session = Session(ctx, outbox, conn.close)
     sessions.live.add(session)
     keepalive.add(conn)
+    deadlines: AuthDeadlines = request.app["auth_deadlines"]
+    conn.auth_ticket = deadlines.add(conn)
     if sessions.draining:  # upgraded while the server was closing the others
         session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
     loop = asyncio.get_running_loop()
@@ -161,6 +216,8 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
             await ws.close(code=code, message=reason.encode())
     finally:
         keepalive.discard(conn)
+        if conn.auth_ticket is not None:
+            conn.auth_ticket.cancel()
         sessions.live.discard(session)
         session.closed()
     return ws

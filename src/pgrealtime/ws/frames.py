@@ -16,10 +16,14 @@ from typing import Any
 import msgspec
 import orjson
 
+from pgrealtime.channels import MAX_CHANNEL_LENGTH
+
 MAX_EVENT_LENGTH = 100
 RESERVED_EVENT_PREFIXES = ("realtime:", "presence:", "system:", "phx_")
-# Request ids are echoed back: integers must fit where JSON encoders put them.
+# Request ids are echoed back: integers must fit where JSON encoders put them, and
+# strings are short (an id of a whole frame's size would be echoed whole, to anyone).
 MIN_REQUEST_ID, MAX_REQUEST_ID = -(2**63), 2**63 - 1
+MAX_REQUEST_ID_LENGTH = 128
 # Payloads are stored as jsonb and encoded with orjson: no U+0000 (jsonb refuses it),
 # integers that fit in 64 bits (orjson's range), and a nesting depth orjson accepts.
 MIN_PAYLOAD_INT, MAX_PAYLOAD_INT = -(2**63), 2**64 - 1
@@ -130,6 +134,11 @@ _json_decoder = msgspec.json.Decoder()
 def _request_id(obj: dict) -> str | int | None:
     value = obj.get("id")
     if isinstance(value, str):
+        if len(value) > MAX_REQUEST_ID_LENGTH:
+            raise FrameError(
+                ErrorCode.MALFORMED_FRAME,
+                f"id must be at most {MAX_REQUEST_ID_LENGTH} characters (not echoed)",
+            )
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value if MIN_REQUEST_ID <= value <= MAX_REQUEST_ID else None
@@ -259,11 +268,18 @@ def error_frame(
     channel: str | None = None,
 ) -> dict:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if channel is not None:
+    if channel is not None and len(channel) <= MAX_CHANNEL_LENGTH:  # no longer echo
         frame["channel"] = channel
     if request_id is not None:
         frame["id"] = request_id
     return frame
+
+
+def websocket_close_frame(code: int, reason: str) -> bytes:
+    """An unmasked close frame (RFC 6455 section 5.5.1), written straight to a
+    transport that is about to be dropped; the reason is cut to fit 125 bytes."""
+    payload = struct.pack("!H", code) + reason.encode()[:123]
+    return struct.pack("!BB", 0x88, len(payload)) + payload
 
 
 def websocket_text_frame(payload: bytes) -> bytes:

@@ -19,11 +19,11 @@ import asyncpg
 from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
 from pgrealtime.changes.visibility import SubscriptionDenied
-from pgrealtime.channels import channel_name_error
+from pgrealtime.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.config import DEFAULT_MAX_PAYLOAD_BYTES
 from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.delivery import Delivery, Recovery
-from pgrealtime.history import History, read_history
+from pgrealtime.history import HistoryPlan, plan_history, read_page
 from pgrealtime.hub import Hub, Outbox
 from pgrealtime.publisher import Publisher, PublishRefused
 from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits, UserBudgets
@@ -33,6 +33,8 @@ from pgrealtime.ws.expiry import ExpiryClock
 from pgrealtime.ws.frames import ErrorCode, FrameError
 
 log = logging.getLogger(__name__)
+
+RESUME_POLL_SECONDS = 0.02  # how often a paged resume looks whether its reader caught up
 
 # The database cannot be reached right now (as opposed to refusing a statement).
 DB_UNAVAILABLE = (
@@ -67,6 +69,9 @@ class SessionContext:
     subscribe_checks: SubscribeChecks
     expiry: ExpiryClock
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
+    max_recover_bytes: int = 16 * 1024 * 1024  # and bytes of frames
+    # history reads in flight for the whole process (a resume holds it per page read)
+    recoveries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
     user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
@@ -74,8 +79,8 @@ class SessionContext:
 
 class Session:
     # slots: thousands of idle sessions each carried a __dict__
-    __slots__ = ("_close", "_expires_at", "ctx", "outbox", "principal", "publish_bucket",
-                 "subscriptions")  # fmt: skip
+    __slots__ = ("_close", "_expires_at", "ctx", "frame_bucket", "outbox", "principal",
+                 "publish_bucket", "subscribe_bucket", "subscriptions")  # fmt: skip
 
     def __init__(
         self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
@@ -86,7 +91,10 @@ class Session:
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
         self._expires_at: float | None = None  # watched by ctx.expiry
-        self.publish_bucket = ctx.limits.publish_bucket(time.monotonic())
+        now = time.monotonic()
+        self.publish_bucket = ctx.limits.publish_bucket(now)
+        self.frame_bucket = ctx.limits.frame_bucket(now)
+        self.subscribe_bucket = ctx.limits.subscribe_bucket(now)
 
     # -- output ---------------------------------------------------------------
     def send(self, frame: dict) -> None:
@@ -108,10 +116,19 @@ class Session:
 
     # -- input ----------------------------------------------------------------
     async def handle_text(self, data: str | bytes) -> None:
+        # Every frame spends a token, a malformed one too; it is still parsed, so that
+        # the refusal carries the frame's id.
+        limited = self.frame_bucket is not None and not self.frame_bucket.take(time.monotonic())
         try:
             frame = frames.parse_frame(data, self.ctx.max_frame_bytes)
         except FrameError as exc:
-            self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
+            if limited:
+                self._frame_rate_limited(exc.request_id, exc.channel)
+            else:
+                self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
+            return
+        if limited:
+            self._frame_rate_limited(frame.id, getattr(frame, "channel", None))
             return
         try:
             await self._dispatch(frame)
@@ -123,6 +140,10 @@ class Session:
                 frame.id,
                 getattr(frame, "channel", None),
             )
+
+    def _frame_rate_limited(self, request_id: str | int | None, channel: str | None) -> None:
+        message = self.ctx.limits.frame_rate_limited_message()
+        self.send_error(ErrorCode.RATE_LIMITED, message, request_id, channel)
 
     async def _dispatch(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.Auth):
@@ -184,6 +205,10 @@ class Session:
 
     async def on_subscribe(self, frame: frames.Subscribe) -> None:
         channel = frame.channel
+        if self.subscribe_bucket is not None and not self.subscribe_bucket.take(time.monotonic()):
+            message = self.ctx.limits.subscribe_rate_limited_message()
+            self.send_error(ErrorCode.RATE_LIMITED, message, frame.id, channel)
+            return
         problem = channel_name_error(channel)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
@@ -246,28 +271,85 @@ class Session:
         delivery.start_tracking(channel, current)
         recovery = delivery.begin_recovery(channel)
         try:
-            history = await read_history(self.ctx.pool, channel, frame.since, current,
-                                         self.ctx.max_recover)  # fmt: skip
+            await self._recover(frame, channel, channel_id, current, recovery)
+        finally:
+            # Whatever happened, a recovery that did not go live collects nothing more
+            # (one that did belongs to its subscription until it catches up).
+            if recovery.outbox is None:
+                delivery.end_recovery(recovery)
+
+    async def _recover(
+        self,
+        frame: frames.Subscribe,
+        channel: str,
+        channel_id: str,
+        current: int,
+        recovery: Recovery,
+    ) -> None:
+        ctx = self.ctx
+        assert frame.since is not None
+        try:
+            async with ctx.recoveries:
+                plan = await plan_history(ctx.pool, channel, frame.since, current,
+                                          ctx.max_recover, ctx.max_recover_bytes,
+                                          self._page_bytes())  # fmt: skip
         except DB_UNAVAILABLE as exc:
-            delivery.end_recovery(recovery)
             self._subscribe_unavailable(exc, frame.id, channel)
             return
-        # No await from here on: nothing can slip in between history and live.
-        subscription = self._start_live(frame, channel, channel_id, history)
+        subscription = self._start_live(frame, channel, channel_id, plan)
         if subscription is None:
-            delivery.end_recovery(recovery)
             return
-        for message in history.messages:
-            self.outbox.send(message.frame())
-        subscription.recovery = recovery
-        delivery.go_live(recovery, self.outbox, history.position)
+        subscription.recovery = recovery  # ended with the subscription from now on
+        try:
+            for first, last in plan.pages:
+                if not await self._room_for_a_page(channel, subscription):
+                    return  # unsubscribed, ended or cut meanwhile
+                async with ctx.recoveries:
+                    messages = await read_page(ctx.pool, channel, first, last)
+                for message in messages:
+                    self.outbox.send(message.frame())
+                self.outbox.flush()
+        except BaseException as exc:
+            if self.subscriptions.get(channel) is subscription:
+                del self.subscriptions[channel]
+                self._release(subscription)
+            if isinstance(exc, DB_UNAVAILABLE):
+                log.warning("resume failed: %s", exc)
+                self.send_error(
+                    ErrorCode.SERVICE_UNAVAILABLE,
+                    "Resume failed: the database is unavailable; the subscription ended,"
+                    " subscribe again",
+                    None,
+                    channel,
+                )
+                return
+            raise
+        # No await from the last page on: nothing slips in between history and live.
+        if self.subscriptions.get(channel) is subscription and not self.outbox.closed:
+            ctx.delivery.go_live(recovery, self.outbox, plan.position)
+
+    def _page_bytes(self) -> int:
+        """A page written on top of at most half the limit stays within it: no reader
+        that keeps up is suspected, let alone cut, because of its own resume."""
+        return max(1, self.ctx.hub.send_buffer_limit // 2)
+
+    async def _room_for_a_page(self, channel: str, subscription: Subscription) -> bool:
+        """Wait until the connection has taken all but half the limit of what it was
+        sent; False if the subscription or the connection ended meanwhile."""
+        outbox = self.outbox
+        room = self._page_bytes()
+        # polled: a transport has no awaitable for "below N bytes", only aiohttp's
+        # private drain at its own low-water mark
+        while not outbox.closed and outbox.backlog() > room:  # noqa: ASYNC110
+            await asyncio.sleep(RESUME_POLL_SECONDS)
+        return not outbox.closed and self.subscriptions.get(channel) is subscription
 
     def _start_live(
         self,
         frame: frames.Subscribe,
         channel: str,
         channel_id: str,
-        history: History | None,
+        history: HistoryPlan | None,
     ) -> Subscription | None:
         """Record the subscription and answer `subscribed`; without history, join the
         channel's live fan-out at once (a resume joins it through Delivery.go_live)."""
@@ -283,7 +365,7 @@ class Session:
         else:
             reply["position"] = history.position
             reply["recovered"] = history.recovered
-            reply["missed"] = len(history.messages)
+            reply["missed"] = history.count
         self.reply(reply, frame.id)
         return subscription
 
@@ -334,6 +416,10 @@ class Session:
         self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
 
     def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
+        if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
+            problem = f"channel must be at most {MAX_CHANNEL_LENGTH} characters"
+            self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id)
+            return
         subscription = self.subscriptions.pop(frame.channel, None)
         if subscription is not None:
             self._release(subscription)
