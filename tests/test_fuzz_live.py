@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import API_KEY, JWT_SECRET, Client, Server
 
 from pgrealtime.auth import Authenticator, AuthError
-from pgrealtime.channels import channel_name_error, most_specific
+from pgrealtime.channels import MAX_CHANNEL_LENGTH, channel_name_error, most_specific
 from pgrealtime.ws import frames
 from pgrealtime.ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
 
@@ -79,7 +79,7 @@ def _error(code: str, request_id: Any, channel: Any) -> Expected:
     reply = {"type": "error", "code": code}
     if request_id is not None:
         reply["id"] = request_id
-    if channel is not None:
+    if channel is not None and len(channel) <= MAX_CHANNEL_LENGTH:  # longer: not echoed
         reply["channel"] = channel
     return Expected(reply, exact=False)
 
@@ -116,6 +116,8 @@ def oracle(data: str | bytes, state: State, authenticator: Authenticator) -> Exp
     if state.identity is None:
         return _error(ErrorCode.NOT_AUTHENTICATED, rid, channel)
     if isinstance(frame, frames.Unsubscribe):
+        if len(channel) > MAX_CHANNEL_LENGTH:
+            return _error(ErrorCode.INVALID_CHANNEL, rid, channel)
         state.subscriptions.discard(channel)
         return Expected(_reply({"type": "unsubscribed", "channel": channel}, rid))
     if isinstance(frame, frames.Subscribe):

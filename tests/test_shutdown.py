@@ -69,7 +69,8 @@ class Serve:
         self.proc = subprocess.Popen(
             [*PGREALTIME, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
              "--embedded-port", str(self.embedded_port), "--log-format", "text",
-             "--publish-rate", "0", "--frame-rate", "0"],
+             "--publish-rate", "0", "--frame-rate", "0", "--user-publish-rate", "0",
+             "--user-publish-bytes-rate", "0"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
