@@ -28,7 +28,8 @@ async def apply_legacy_migrations(conn: asyncpg.Connection, until: str | None = 
         "CREATE TABLE IF NOT EXISTS realtime.schema_migrations ("
         " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    done = {r["version"] for r in await conn.fetch("SELECT version FROM realtime.schema_migrations")}
+    rows = await conn.fetch("SELECT version FROM realtime.schema_migrations")
+    done = {r["version"] for r in rows}
     applied: list[str] = []
     for version, sql in legacy_files():
         if until is not None and version >= until:

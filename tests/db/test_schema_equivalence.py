@@ -163,7 +163,8 @@ async def test_legacy_database_upgrades_to_exactly_the_fresh_one(
         await conn.execute("SELECT realtime.publish('room:1', 'e', '{}')")
         assert await apply_migrations(conn) == []  # recognised: the baseline is not run
         assert await apply_migrations(conn) == []  # and again, idempotent
-        versions = {r[0] for r in await conn.fetch("SELECT version FROM realtime.schema_migrations")}
+        rows = await conn.fetch("SELECT version FROM realtime.schema_migrations")
+        versions = {r["version"] for r in rows}
         assert BASELINE in versions and "013_channel_webhook_secrets" in versions
         upgraded = await catalog(conn)
         # the data and settings stay; messages go on from their positions
