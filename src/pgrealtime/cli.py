@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from pgrealtime import __version__
+from pgrealtime.auth import ROLES
 from pgrealtime.config import (
     Settings,
     add_connection_flags,
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a client token signed with the JWT secret")
     add_connection_flags(token)
     token.add_argument("--role", default="authenticated",
-                       choices=["anon", "authenticated", "project_admin"])  # fmt: skip
+                       choices=list(ROLES))  # fmt: skip
     token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
     token.add_argument("--email", help="optional email claim")
     token.add_argument("--expires-in", "--ttl", dest="expires_in", type=int, default=3600,

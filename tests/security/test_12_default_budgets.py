@@ -17,13 +17,12 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 from tests.conftest import API_KEY, JWT_SECRET, Server, make_settings
+from tests.db.legacy import apply_legacy_migrations, empty_database
 
 from pgrealtime.cli import build_parser
 from pgrealtime.config import Settings, settings_from_args
-from pgrealtime.db.migrate import apply_migrations
 
 RETENTION_MIGRATION = "012_publish_hardening"
 
@@ -102,12 +101,14 @@ def test_budgets_and_payload_cap_are_on_for_serve() -> None:
 
 
 async def test_fresh_database_keeps_30_days_and_existing_settings_are_kept(
-    server: Server, db_url: str
+    server: Server, pg_admin_url: str
 ) -> None:
     status, body = await server.api("GET", "/api/realtime/config")
     assert (status, body) == (200, {"retentionDays": 30})
-    conn = await asyncpg.connect(db_url)
-    try:
+    # The upgrade that set the default is legacy migration 012 (databases migrated before
+    # the schema was squashed); today's migrate never touches an existing config row.
+    async with empty_database(pg_admin_url, "retention_upgrade") as conn:
+        await apply_legacy_migrations(conn, until=RETENTION_MIGRATION)
 
         async def upgrade(days: int | None, in_use: bool) -> int | None:
             """The retention after upgrading a database that had `days`."""
@@ -118,15 +119,14 @@ async def test_fresh_database_keeps_30_days_and_existing_settings_are_kept(
             await conn.execute(
                 "DELETE FROM realtime.schema_migrations WHERE version = $1", RETENTION_MIGRATION
             )
-            assert await apply_migrations(conn) == [RETENTION_MIGRATION]
+            applied = await apply_legacy_migrations(conn, until="013")
+            assert applied == [RETENTION_MIGRATION]
             return await conn.fetchval("SELECT retention_days FROM realtime.config")
 
         assert await upgrade(7, in_use=True) == 7  # explicit: kept
         assert await upgrade(7, in_use=False) == 7
         assert await upgrade(None, in_use=True) == None  # noqa: E711 - in use: kept
         assert await upgrade(None, in_use=False) == 30  # never used: the default
-    finally:
-        await conn.close()
 
 
 def _free_port() -> int:

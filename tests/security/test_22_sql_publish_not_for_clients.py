@@ -1,6 +1,7 @@
 """Finding 22: SQL realtime.publish() (SECURITY DEFINER, 'system' messages past the
-publish policies) is not for client roles; publish_items and publish_batch, which take
-the caller's role and sender from their arguments, are the server's alone."""
+publish policies) is not for client roles; publish_items, which takes the caller's role
+and sender from its arguments, is the server's alone. (realtime.publish_batch, which did
+the same, is dropped: tests/db/test_schema_equivalence.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from tests.conftest import Server
 FUNCTIONS = [
     "realtime.publish(text, text, jsonb)",
     "realtime.publish_items(jsonb, text)",
-    "realtime.publish_batch(text[], text[], text[], text[], jsonb[], uuid[], text)",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -97,24 +98,21 @@ async def test_unsigned_without_secret(pool, receivers, workers) -> None:
     assert "X-InsForge-Timestamp" not in receiver.requests[0].headers
 
 
-async def test_user_messages_from_publish_batch_under_rls(pool, receivers, workers) -> None:
+async def test_user_messages_from_publish_items_under_rls(pool, receivers, workers) -> None:
     """WebSocket publishes insert as the caller's role under RLS: the triggers must
     still record deliveries and the audience."""
     first, second = await receivers(), await receivers()
     await add_channel(pool, [first.url, second.url, first.url, ""])
     sender = "770e8400-e29b-41d4-a716-446655440000"
     claims = orjson.dumps({"role": "authenticated", "sub": sender}).decode()
-    nargs = await pool.fetchval("SELECT pronargs FROM pg_proc WHERE proname = 'publish_batch'")
-    extra = ", 'test-origin'" if nargs == 7 else ""
+    message_id = uuid.uuid4()
+    item = {"i": str(message_id), "r": "authenticated", "c": claims, "n": "order:9",
+            "e": "chat.message", "p": {"text": "hi"}, "s": sender}  # fmt: skip
     row = await pool.fetchrow(
-        "SELECT * FROM realtime.publish_batch(ARRAY['authenticated'], ARRAY[$1], "
-        "ARRAY['order:9'], ARRAY['chat.message'], ARRAY['{\"text\":\"hi\"}'::jsonb], "
-        f"ARRAY[$2::uuid]{extra})",
-        claims,
-        sender,
+        "SELECT * FROM realtime.publish_items($1::text::jsonb, 'test-origin')",
+        orjson.dumps([item]).decode(),
     )
     assert row["status"] == "ok"
-    message_id = row["message_id"]
     assert await message_counts(pool, message_id) == (2, 0)  # duplicate and blank URLs dropped
     await workers()
     await wait_until(lambda: all_final(pool))

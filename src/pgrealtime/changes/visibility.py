@@ -43,14 +43,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
+from pgrealtime.auth import ROLES
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload, revealed
 from pgrealtime.changes.tables import PublishedTables, TableAllowList, unpublishable_schema
 
 log = logging.getLogger(__name__)
-
-ALLOWED_ROLES = frozenset({"anon", "authenticated", "project_admin"})
 
 
 class Database(Protocol):
@@ -144,7 +143,7 @@ async def authorize_table(db: Database, role: str, claims: str, schema: str, tab
     """'ok' | 'no_table' | 'denied' for `role` with `claims` reading schema.table.
     'no_table' only for a caller who may read every table of the schema; a missing
     table is 'denied' for anyone else."""
-    if role not in ALLOWED_ROLES:
+    if role not in ROLES:
         return "denied"
     return await db.fetchval(
         "SELECT realtime.authorize_table($1, $2, $3, $4)", role, claims or "{}", schema, table
@@ -163,7 +162,7 @@ async def table_readers(
         (schema, table, role)
         for (schema, table), roles in wanted.items()
         for role in sorted(roles)
-        if role in ALLOWED_ROLES
+        if role in ROLES
     ]
     if not rows:
         return {}
