@@ -9,8 +9,8 @@ import asyncio
 
 import asyncpg
 
-from pgrealtime.delivery import Delivery
-from pgrealtime.hub import Hub
+from pgrealtime.engine.delivery import Delivery
+from pgrealtime.engine.hub import Hub
 
 
 async def test_stopping_mid_write_counts_each_delivery_once(db_url: str) -> None:

@@ -8,7 +8,7 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgrealtime.channels import matches, most_specific, pattern_error, specificity_key
+from pgrealtime.engine.channels import matches, most_specific, pattern_error, specificity_key
 
 ALPHABET = "ab:_.-"
 

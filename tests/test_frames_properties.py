@@ -1,5 +1,5 @@
 """Property-based tests of the pure parts that see hostile input first: the frame
-decoder (`ws/frames.py`) and channel patterns (`channels.py`).
+decoder (`protocols/raw_ws/frames.py`) and channel patterns (`engine/channels.py`).
 
 The agreement of Python and SQL (`realtime.match_channel`) on generated patterns is
 in tests/test_channels_pure.py; the properties here are about Python alone.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pgrealtime.channels import (
+from pgrealtime.engine.channels import (
     channel_name_error,
     matches,
     most_specific,
@@ -25,8 +25,8 @@ from pgrealtime.channels import (
     pattern_error,
     specificity_key,
 )
-from pgrealtime.ws import frames
-from pgrealtime.ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
+from pgrealtime.protocols.raw_ws import frames
+from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
 
 MAX = 64 * 1024
 # What parse_frame may answer with: it knows nothing of sessions or the database.

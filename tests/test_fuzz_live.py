@@ -24,9 +24,9 @@ import pytest
 from tests.conftest import API_KEY, JWT_SECRET, Client, Server
 
 from pgrealtime.auth import Authenticator, AuthError
-from pgrealtime.channels import channel_name_error, most_specific
-from pgrealtime.ws import frames
-from pgrealtime.ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
+from pgrealtime.engine.channels import channel_name_error, most_specific
+from pgrealtime.protocols.raw_ws import frames
+from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
 
 MAX_FRAME = 1024 * 1024  # the fixture's default --max-frame-bytes
 PATTERNS = ["fz:*", "fz:exact", "off:*"]  # off:* is created disabled

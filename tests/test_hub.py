@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from pgrealtime.hub import Hub, Outbox
+from pgrealtime.engine.hub import Hub, Outbox
 
 
 class FakeTransport:

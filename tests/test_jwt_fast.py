@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgrealtime.auth import Authenticator, mint_token
-from pgrealtime.jwt_fast import plain_hs256_claims
+from pgrealtime.auth.hs256_fast import plain_hs256_claims
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 NOW = int(time.time())

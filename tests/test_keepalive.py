@@ -7,7 +7,7 @@ import asyncio
 
 from tests.conftest import eventually
 
-from pgrealtime.ws.keepalive import SLICE, Keepalive
+from pgrealtime.protocols.raw_ws.keepalive import SLICE, Keepalive
 
 
 class Peer:

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from pgrealtime.auth import Principal
-from pgrealtime.messages import StoredMessage
-from pgrealtime.publisher import (
+from pgrealtime.engine.messages import StoredMessage
+from pgrealtime.engine.publisher import (
     PUBLISH_ITEMS_SQL,
     DatabaseUnavailable,
     Publisher,

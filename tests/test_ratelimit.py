@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgrealtime.ratelimit import ConnectionLimits, TokenBucket
+from pgrealtime.engine.limits import ConnectionLimits, TokenBucket
 
 
 def test_a_full_bucket_allows_a_burst_then_refuses() -> None:
@@ -78,7 +78,7 @@ def test_connection_limits() -> None:
 
 
 def test_user_budgets_are_shared_by_key_and_forget_idle_users() -> None:
-    from pgrealtime.ratelimit import UserBudgets
+    from pgrealtime.engine.limits import UserBudgets
 
     budgets = UserBudgets(rate=1.0, bytes_rate=100.0)  # bursts 2 and 200
     assert budgets.refusal("u", 150, now=0.0) is None

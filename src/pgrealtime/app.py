@@ -17,30 +17,30 @@ from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
 from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
 from pgrealtime.db.migrate import apply_migrations
-from pgrealtime.db_channels import DbChannels
-from pgrealtime.delivery import Delivery
-from pgrealtime.hub import Hub
-from pgrealtime.listener import Listener
-from pgrealtime.publisher import Publisher
-from pgrealtime.ratelimit import ConnectionLimits, UserBudgets
-from pgrealtime.retention import retention_loop
-from pgrealtime.revocation import Revalidator
-from pgrealtime.subscribe_checks import SubscribeChecks
-from pgrealtime.webhooks import WebhookWorker
-from pgrealtime.ws.admission import Admission
-from pgrealtime.ws.auth_deadline import AuthDeadlines
-from pgrealtime.ws.endpoint import (
+from pgrealtime.engine.authorize import SubscribeChecks
+from pgrealtime.engine.bus.pg_notify import Listener
+from pgrealtime.engine.delivery import Delivery
+from pgrealtime.engine.hub import Hub
+from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
+from pgrealtime.engine.publisher import Publisher
+from pgrealtime.engine.retention import retention_loop
+from pgrealtime.engine.revocation import Revalidator
+from pgrealtime.protocols.raw_ws.admission import Admission
+from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
+from pgrealtime.protocols.raw_ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
     Sessions,
     realtime_endpoint,
 )
-from pgrealtime.ws.expiry import ExpiryClock
-from pgrealtime.ws.keepalive import Keepalive
-from pgrealtime.ws.session import SessionContext
+from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
+from pgrealtime.protocols.raw_ws.keepalive import Keepalive
+from pgrealtime.session.core import SessionContext
+from pgrealtime.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
 

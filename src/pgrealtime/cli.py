@@ -125,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from pgrealtime.app import create_app
-    from pgrealtime.logs import setup_logging
+    from pgrealtime.util.logs import setup_logging
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)

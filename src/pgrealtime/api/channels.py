@@ -11,9 +11,9 @@ from aiohttp import web
 
 from pgrealtime.api.errors import ApiError, bad_request
 from pgrealtime.api.params import parse_body, parse_uuid
-from pgrealtime.channels import pattern_error
-from pgrealtime.revocation import revalidate_subscriptions
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.engine.channels import pattern_error
+from pgrealtime.engine.revocation import revalidate_subscriptions
+from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks.policy import validate_webhook_url
 
 routes = web.RouteTableDef()

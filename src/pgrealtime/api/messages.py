@@ -18,8 +18,8 @@ from pgrealtime.api.params import (
     optional_uuid,
     parse_body,
 )
-from pgrealtime.retention import enforce_retention
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.engine.retention import enforce_retention
+from pgrealtime.util.timefmt import rfc3339
 
 routes = web.RouteTableDef()
 

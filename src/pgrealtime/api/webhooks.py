@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from pgrealtime.api.errors import ApiError
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks import store
 
 MESSAGE_NOT_FOUND = "REALTIME_MESSAGE_NOT_FOUND"

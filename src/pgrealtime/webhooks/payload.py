@@ -14,7 +14,7 @@ from uuid import UUID
 
 import orjson
 
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.util.timefmt import rfc3339
 
 USER_AGENT = "pgrealtime-webhooks/1"
 EVENT_HEADER = "X-InsForge-Event"

@@ -19,8 +19,8 @@ from collections import OrderedDict
 
 import asyncpg
 
-from pgrealtime.hub import Hub, Outbox
-from pgrealtime.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
+from pgrealtime.engine.hub import Hub, Outbox
+from pgrealtime.engine.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
 
 log = logging.getLogger(__name__)
 

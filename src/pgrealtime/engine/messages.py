@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from pgrealtime.timeutil import rfc3339
-from pgrealtime.ws.frames import websocket_text_frame
+from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
+from pgrealtime.util.timefmt import rfc3339
 
 # Columns every reader of stored messages needs, the payload as JSON text.
 SELECT_MESSAGES = (

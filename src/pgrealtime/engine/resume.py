@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgrealtime.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
+from pgrealtime.engine.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
 
 POSITION_OF_ID_SQL = "SELECT position FROM realtime.messages WHERE id = $1 AND channel_name = $2"
 # Newest first: what the resume keeps when it cannot keep everything.

@@ -18,19 +18,19 @@ import asyncpg
 
 from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
+from pgrealtime.changes.route import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.changes.visibility import SubscriptionDenied
-from pgrealtime.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.config import DEFAULT_MAX_PAYLOAD_BYTES
-from pgrealtime.db_channels import ChangesUnavailable, DbChannels, TableSubscriber
-from pgrealtime.delivery import Delivery, Recovery
-from pgrealtime.history import HistoryPlan, plan_history, read_page
-from pgrealtime.hub import Hub, Outbox
-from pgrealtime.publisher import Publisher, PublishRefused
-from pgrealtime.ratelimit import UNLIMITED, ConnectionLimits, UserBudgets
-from pgrealtime.subscribe_checks import SubscribeChecks
-from pgrealtime.ws import frames
-from pgrealtime.ws.expiry import ExpiryClock
-from pgrealtime.ws.frames import ErrorCode, FrameError
+from pgrealtime.engine.authorize import SubscribeChecks
+from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
+from pgrealtime.engine.delivery import Delivery, Recovery
+from pgrealtime.engine.hub import Hub, Outbox
+from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
+from pgrealtime.engine.publisher import Publisher, PublishRefused
+from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
+from pgrealtime.protocols.raw_ws import frames
+from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
+from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
 
 log = logging.getLogger(__name__)
 

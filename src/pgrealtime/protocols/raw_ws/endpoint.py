@@ -9,12 +9,12 @@ import logging
 from aiohttp import WSMsgType, web
 
 from pgrealtime.api.errors import error_response
-from pgrealtime.hub import Outbox
-from pgrealtime.ws.admission import Admission
-from pgrealtime.ws.auth_deadline import AuthDeadlines, Ticket
-from pgrealtime.ws.frames import ErrorCode, websocket_close_frame
-from pgrealtime.ws.keepalive import PING_FRAME, Keepalive
-from pgrealtime.ws.session import Session, SessionContext
+from pgrealtime.engine.hub import Outbox
+from pgrealtime.protocols.raw_ws.admission import Admission
+from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines, Ticket
+from pgrealtime.protocols.raw_ws.frames import ErrorCode, websocket_close_frame
+from pgrealtime.protocols.raw_ws.keepalive import PING_FRAME, Keepalive
+from pgrealtime.session.core import Session, SessionContext
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ async def _serve(
     ws = web.WebSocketResponse(
         compress=False,
         # pings and pongs come to this handler: the heartbeat is process-wide
-        # (ws/keepalive.py) instead of aiohttp's timer per connection
+        # (protocols/raw_ws/keepalive.py) instead of aiohttp's timer per connection
         autoping=False,
         # frames up to 4x the limit are read and refused with an error frame; beyond
         # that aiohttp closes the connection (1009) without reading it all

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from pgrealtime.delivery import Delivery
-from pgrealtime.messages import SELECT_MESSAGES, stored_message_from_row
+from pgrealtime.engine.delivery import Delivery
+from pgrealtime.engine.messages import SELECT_MESSAGES, stored_message_from_row
 
 log = logging.getLogger(__name__)
 

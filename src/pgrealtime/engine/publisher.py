@@ -25,11 +25,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pgrealtime.auth import Principal
-from pgrealtime.batching import drain_in_batches
+from pgrealtime.auth.principal import Principal
 from pgrealtime.config import DEFAULT_PUBLISH_BATCH_BYTES
-from pgrealtime.delivery import Delivery
-from pgrealtime.messages import StoredMessage
+from pgrealtime.engine.batching import drain_in_batches
+from pgrealtime.engine.delivery import Delivery
+from pgrealtime.engine.messages import StoredMessage
 
 log = logging.getLogger(__name__)
 

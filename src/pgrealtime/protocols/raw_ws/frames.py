@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from pgrealtime.channels import MAX_CHANNEL_LENGTH
+from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH
 
 MAX_EVENT_LENGTH = 100
 RESERVED_EVENT_PREFIXES = ("realtime:", "presence:", "system:", "phx_")

@@ -1,7 +1,7 @@
-"""Who is calling: a token or API key becomes a Principal(role, user_id, claims).
+"""Credentials to a Principal: HS256 JWTs (with a verified-token cache) and the admin API key.
 
-Roles come from a fixed allow-list; anything else in a token is refused, so a forged
-`"role": "postgres"` can never reach `SET ROLE`.
+A token's role must be one of ROLES (auth/principal.py); anything else is refused, so a
+forged `"role": "postgres"` can never reach `SET ROLE`. Also mints tokens for the CLI.
 """
 
 from __future__ import annotations
@@ -11,16 +11,13 @@ import hmac
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import jwt
-import orjson
 
+from pgrealtime.auth.hs256_fast import plain_hs256_claims
+from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ROLES, Principal
 from pgrealtime.config import API_KEY_PREFIX
-from pgrealtime.jwt_fast import plain_hs256_claims
 
-ROLES = ("anon", "authenticated", "project_admin")
-ADMIN_ROLE = "project_admin"
 VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts a new one)
 # Roles whose tokens must carry `exp` (unless --no-jwt-require-exp): a user's or an
 # admin's token that never expires cannot be taken back short of changing the JWT
@@ -36,35 +33,6 @@ class AuthError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Kept by every session for its life, so it is small: the claims are held only
-    encoded, as PostgreSQL sees them in `request.jwt.claims` (the one use they have)."""
-
-    role: str
-    user_id: str | None = None
-    claims_json: str = "{}"
-    expires_at: float | None = None
-
-    @classmethod
-    def from_claims(
-        cls, role: str, user_id: str | None, claims: dict, expires_at: float | None = None
-    ) -> Principal:
-        """Raises TypeError for claims that JSON cannot carry (integers beyond 64 bits)."""
-        return cls(role, user_id, orjson.dumps(claims).decode(), expires_at)
-
-    @property
-    def claims(self) -> dict:
-        return orjson.loads(self.claims_json)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == ADMIN_ROLE
-
-
-ADMIN = Principal.from_claims(ADMIN_ROLE, None, {"role": ADMIN_ROLE})
 
 
 def _canonical_uuid(value: object) -> str | None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgrealtime.auth import Principal
-from pgrealtime.batching import drain_in_batches
+from pgrealtime.auth.principal import Principal
+from pgrealtime.engine.batching import drain_in_batches
 
 CHECK_BATCH_SQL = (
     "SELECT idx, status, channel_id, position"

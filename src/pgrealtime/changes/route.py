@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pgrealtime.auth import Principal
+from pgrealtime.auth.principal import Principal
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
@@ -26,8 +26,8 @@ from pgrealtime.changes.visibility import (
     route_batch,
     table_readers,
 )
-from pgrealtime.hub import Outbox
-from pgrealtime.ws.frames import websocket_text_frame
+from pgrealtime.engine.hub import Outbox
+from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 
 log = logging.getLogger(__name__)
 

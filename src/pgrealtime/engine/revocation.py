@@ -14,7 +14,7 @@ import logging
 import asyncpg
 from aiohttp import web
 
-from pgrealtime.channels import most_specific
+from pgrealtime.engine.channels import most_specific
 
 log = logging.getLogger(__name__)
 
