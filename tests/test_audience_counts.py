@@ -9,8 +9,8 @@ import asyncio
 
 import asyncpg
 
-from pgrealtime.engine.delivery import Delivery
 from pgrealtime.engine.hub import Hub
+from pgrealtime.engine.ordering import Ordering
 
 
 async def test_stopping_mid_write_counts_each_delivery_once(db_url: str) -> None:
@@ -19,7 +19,7 @@ async def test_stopping_mid_write_counts_each_delivery_once(db_url: str) -> None
     try:
         await pool.execute("INSERT INTO realtime.channels (pattern) VALUES ('room')")
         message_id = await pool.fetchval("SELECT realtime.publish('room', 'e', '{}')")
-        delivery = Delivery(Hub(send_buffer_limit=1 << 20), pool, flush_interval=0.05)
+        delivery = Ordering(Hub(send_buffer_limit=1 << 20), pool, flush_interval=0.05)
         delivery._counts[message_id] = 3  # three sockets got it
         # hold the row, so the periodic write blocks in PostgreSQL
         tx = locker.transaction()

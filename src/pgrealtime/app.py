@@ -23,9 +23,9 @@ from pgrealtime.config import Settings
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.bus.pg_notify import Listener
-from pgrealtime.engine.delivery import Delivery
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
+from pgrealtime.engine.ordering import Ordering
 from pgrealtime.engine.publisher import Publisher
 from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
@@ -123,7 +123,7 @@ async def _database(app: web.Application):
     pool = await open_pool(url, settings.db_pool_size)
     app["pool"] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
-    delivery = Delivery(hub, pool)
+    delivery = Ordering(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(

@@ -21,7 +21,7 @@ from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.tables import PublishedTables, TableAllowList
 from pgrealtime.changes.visibility import (
-    Delivery,
+    RoutedChange,
     authorize_subscription,
     route_batch,
     table_readers,
@@ -146,7 +146,7 @@ class DbChannels:
             for subscriber in delivery.subscribers:
                 subscriber.outbox.send(frame)
 
-    def _encode(self, delivery: Delivery) -> bytes:
+    def _encode(self, delivery: RoutedChange) -> bytes:
         """The change's frame, once for all its subscribers. A value orjson will not
         write (the reader already keeps deep JSON as text; this is the backstop) costs
         its column, which is left out of `new`/`old` (counted), never the batch."""
@@ -177,7 +177,7 @@ class DbChannels:
         frame["payload"] = payload
         return orjson.dumps(frame)
 
-    def _left_out(self, delivery: Delivery, column: str) -> None:
+    def _left_out(self, delivery: RoutedChange, column: str) -> None:
         change = delivery.change
         detail = f"column {change.schema}.{change.table}.{column} left out: not encodable"
         if self.feed is not None and self.feed.skips is not None:

@@ -28,8 +28,8 @@ import orjson
 from pgrealtime.auth.principal import Principal
 from pgrealtime.config import DEFAULT_PUBLISH_BATCH_BYTES
 from pgrealtime.engine.batching import drain_in_batches
-from pgrealtime.engine.delivery import Delivery
 from pgrealtime.engine.messages import StoredMessage
+from pgrealtime.engine.ordering import Ordering
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Publisher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        delivery: Delivery,
+        delivery: Ordering,
         origin: str,
         lanes: int = 4,
         max_batch: int = 500,

@@ -23,9 +23,9 @@ from pgrealtime.changes.visibility import SubscriptionDenied
 from pgrealtime.config import DEFAULT_MAX_PAYLOAD_BYTES
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
-from pgrealtime.engine.delivery import Delivery, Recovery
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
+from pgrealtime.engine.ordering import Ordering, Recovery
 from pgrealtime.engine.publisher import Publisher, PublishRefused
 from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
 from pgrealtime.protocols.raw_ws import frames
@@ -65,7 +65,7 @@ class SessionContext:
     pool: asyncpg.Pool
     max_frame_bytes: int
     db_channels: DbChannels
-    delivery: Delivery
+    delivery: Ordering
     subscribe_checks: SubscribeChecks
     expiry: ExpiryClock
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
@@ -352,7 +352,7 @@ class Session:
         history: HistoryPlan | None,
     ) -> Subscription | None:
         """Record the subscription and answer `subscribed`; without history, join the
-        channel's live fan-out at once (a resume joins it through Delivery.go_live)."""
+        channel's live fan-out at once (a resume joins it through Ordering.go_live)."""
         if self.outbox.closed or channel in self.subscriptions:
             return None
         subscription = Subscription(uuid.uuid4().hex, channel, channel_id)

@@ -8,7 +8,7 @@ that are not '<uuid>:<origin>' are ignored: any role may NOTIFY this channel, an
 malformed id would fail the whole read. NOTIFY is only a wake-up: if the listening
 connection drops, the server reconnects with backoff for as long as it takes and
 then reads, for every channel someone here watches, the positions past the last one
-handed out, so nothing is lost; Delivery drops any position it has already handed
+handed out, so nothing is lost; Ordering drops any position it has already handed
 out, so nothing is delivered twice.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from pgrealtime.engine.delivery import Delivery
 from pgrealtime.engine.messages import SELECT_MESSAGES, stored_message_from_row
+from pgrealtime.engine.ordering import Ordering
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Listener:
     def __init__(
         self,
         url: str,
-        delivery: Delivery,
+        delivery: Ordering,
         origin: str,
         on_channels_changed: Callable[[], None] | None = None,
     ) -> None:
@@ -90,7 +90,7 @@ class Listener:
         """Publishes of this process whose reply was lost: they may be committed, and
         were fanned out by no one. Read them now (their NOTIFY may have come and gone)
         and again when their NOTIFY comes (they may commit later); a message already
-        handed out is dropped by Delivery."""
+        handed out is dropped by Ordering."""
         for message_id in message_ids:
             self._unsettled[message_id] = None
         while len(self._unsettled) > UNSETTLED_LIMIT:

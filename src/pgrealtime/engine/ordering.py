@@ -51,7 +51,10 @@ class _Gap:
         self.task: asyncio.Task | None = None
 
 
-class Delivery:
+class Ordering:
+    """Per channel: the last position handed out, gaps being filled, resumes joining;
+    hands each stored message to the hub once, in order (one per process)."""
+
     def __init__(self, hub: Hub, pool: asyncpg.Pool, flush_interval: float = 0.2) -> None:
         self.hub = hub
         self.pool = pool
