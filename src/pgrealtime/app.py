@@ -31,6 +31,7 @@ from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
+from pgrealtime.protocols.raw_ws.encode import message_frame
 from pgrealtime.protocols.raw_ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
@@ -38,6 +39,7 @@ from pgrealtime.protocols.raw_ws.endpoint import (
     realtime_endpoint,
 )
 from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
+from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
 from pgrealtime.session.core import SessionContext
 from pgrealtime.webhooks import WebhookWorker
@@ -123,7 +125,7 @@ async def _database(app: web.Application):
     pool = await open_pool(url, settings.db_pool_size)
     app["pool"] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
-    delivery = Ordering(hub, pool)
+    delivery = Ordering(hub, pool, encode=message_frame)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
@@ -140,7 +142,11 @@ async def _database(app: web.Application):
             max_failures=settings.changes_max_failures,
         )
     db_channels = DbChannels(
-        pool, feed, settings.publication, TableAllowList(settings.changes_tables)
+        pool,
+        feed,
+        settings.publication,
+        TableAllowList(settings.changes_tables),
+        wrap=websocket_text_frame,
     )
     if feed is not None:
         feed.on_batch(db_channels.deliver)

@@ -8,7 +8,7 @@ change's frame is encoded once and written to every subscriber allowed to see it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,6 @@ from pgrealtime.changes.visibility import (
     table_readers,
 )
 from pgrealtime.engine.hub import Outbox
-from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,11 @@ class DbChannels:
         feed: ChangeFeed | None,
         publication: str,
         allowed: TableAllowList | None = None,
+        *,
+        wrap: Callable[[bytes], bytes],
     ) -> None:
         self.pool = pool
+        self.wrap = wrap  # the protocol's frame around a change's JSON, once per change
         self.feed = feed
         self.publication = publication
         self.allowed = allowed or None  # an empty list allows every table
@@ -142,7 +144,7 @@ class DbChannels:
             ]
 
         for delivery in await route_batch(self.pool, changes, candidates):
-            frame = websocket_text_frame(self._encode(delivery))
+            frame = self.wrap(self._encode(delivery))
             for subscriber in delivery.subscribers:
                 subscriber.outbox.send(frame)
 

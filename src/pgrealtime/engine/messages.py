@@ -1,14 +1,19 @@
-"""A stored message, and the frame subscribers receive for it."""
+"""A stored message, its JSON body, and the wire frame each protocol makes of it.
+
+The engine knows no protocol: fan-out asks a message for `frame_for(encoder)`, the
+protocol's encoder (given at assembly, e.g. protocols/raw_ws/encode.py) runs once per
+message and the bytes are kept on it, so every subscriber gets the same bytes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.util.timefmt import rfc3339
 
 # Columns every reader of stored messages needs, the payload as JSON text.
@@ -16,6 +21,9 @@ SELECT_MESSAGES = (
     "SELECT id, channel_id, channel_name, event_name, payload::text AS payload_text,"
     " sender_type, sender_id, created_at, seq, position FROM realtime.messages"
 )
+
+
+FrameEncoder = Callable[["StoredMessage"], bytes]  # a protocol's wire bytes for a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +38,19 @@ class StoredMessage:
     created_at: datetime
     seq: int
     position: int  # 1, 2, 3, ... per channel name, in commit order
+    # encoder -> its bytes for this message, filled once per protocol by frame_for
+    frames: dict[FrameEncoder, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def frame(self) -> bytes:
-        """The `message` frame, encoded once and shared by every subscriber."""
-        body = orjson.dumps(
+    def frame_for(self, encoder: FrameEncoder) -> bytes:
+        """This message as `encoder`'s protocol sends it: encoded once, then shared."""
+        frame = self.frames.get(encoder)
+        if frame is None:
+            frame = self.frames[encoder] = encoder(self)
+        return frame
+
+    def body(self) -> bytes:
+        """The `message` object as JSON (docs/protocol.md), payload spliced in as is."""
+        return orjson.dumps(
             {
                 "type": "message",
                 "messageId": self.id,
@@ -46,7 +63,6 @@ class StoredMessage:
                 "position": self.position,
             }
         )
-        return websocket_text_frame(body)
 
 
 def stored_message_from_row(row: Any) -> StoredMessage:

@@ -20,7 +20,12 @@ from collections import OrderedDict
 import asyncpg
 
 from pgrealtime.engine.hub import Hub, Outbox
-from pgrealtime.engine.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
+from pgrealtime.engine.messages import (
+    SELECT_MESSAGES,
+    FrameEncoder,
+    StoredMessage,
+    stored_message_from_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +60,16 @@ class Ordering:
     """Per channel: the last position handed out, gaps being filled, resumes joining;
     hands each stored message to the hub once, in order (one per process)."""
 
-    def __init__(self, hub: Hub, pool: asyncpg.Pool, flush_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        pool: asyncpg.Pool,
+        flush_interval: float = 0.2,
+        *,
+        encode: FrameEncoder,
+    ) -> None:
         self.hub = hub
+        self.encode = encode  # the hub's protocol: a message's frame, made once per message
         self.pool = pool
         self.flush_interval = flush_interval
         self._last: OrderedDict[str, int] = OrderedDict()  # channel -> last position handed out
@@ -112,7 +125,7 @@ class Ordering:
     def _hand_out(self, message: StoredMessage) -> int:
         channel = message.channel
         self._advance(channel, message.position)
-        frame = message.frame()
+        frame = message.frame_for(self.encode)
         audience = self.hub.broadcast(channel, frame)
         recoveries = self._recoveries.get(channel)
         if recoveries:
@@ -173,7 +186,7 @@ class Ordering:
         was collected past it, then live messages, each exactly once."""
         for message in recovery.messages:
             if message.position > floor:
-                outbox.send(message.frame())
+                outbox.send(message.frame_for(self.encode))
                 floor = message.position
         recovery.messages = []
         if self._last.get(recovery.channel, 0) >= floor:

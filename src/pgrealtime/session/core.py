@@ -307,7 +307,7 @@ class Session:
                 async with ctx.recoveries:
                     messages = await read_page(ctx.pool, channel, first, last)
                 for message in messages:
-                    self.outbox.send(message.frame())
+                    self.outbox.send(message.frame_for(ctx.delivery.encode))
                 self.outbox.flush()
         except BaseException as exc:
             if self.subscriptions.get(channel) is subscription:
