@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from tests.conftest import API_KEY, Client, Server, make_settings
 from tests.test_cli import PGREALTIME, _env, _free_port, _wait_healthy
 
+from pgrealtime import keys
 from pgrealtime.app import create_app
 from pgrealtime.db.embedded import EmbeddedPostgres
 
@@ -303,7 +304,7 @@ async def test_one_stalled_subscriber_does_not_hold_back_a_hundred(server: Serve
         data = json.dumps(frame).encode()
         writer.write(bytes([0x81, 0x80 | 126]) + len(data).to_bytes(2, "big") + b"\0" * 4 + data)
     await writer.drain()
-    await _wait_for(lambda: server.app["hub"].subscriber_count("flood") == 1)
+    await _wait_for(lambda: server.app[keys.HUB].subscriber_count("flood") == 1)
 
     # the stalled client's backlog grows far past its limit while 'live' keeps flowing
     for batch in range(10):
@@ -319,8 +320,8 @@ async def test_one_stalled_subscriber_does_not_hold_back_a_hundred(server: Serve
     await _wait_for(lambda: all(len(t.positions) >= 200 for t, _ in tallies))
     for tally, _ in tallies:
         assert tally.positions == list(range(1, 201))
-    await _wait_for(lambda: server.app["hub"].subscriber_count("flood") == 0)
-    assert server.app["hub"].subscriber_count("live") == 100  # only the stalled one is gone
+    await _wait_for(lambda: server.app[keys.HUB].subscriber_count("flood") == 0)
+    assert server.app[keys.HUB].subscriber_count("live") == 100  # only the stalled one is gone
     for _, task in tallies:
         task.cancel()
     writer.transport.abort()

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from tests.conftest import Server, eventually, make_settings
 
+from pgrealtime import keys
 from pgrealtime.cli import build_parser
 from pgrealtime.config import settings_from_args
 
@@ -95,7 +96,7 @@ async def test_subscriptions_per_connection_are_capped(server: Server) -> None:
     assert refused["type"] == "error" and refused["code"] == "TOO_MANY_SUBSCRIPTIONS"
     assert refused["id"] == 7 and refused["channel"] == "room:c"
     assert "at most 2" in refused["message"]
-    hub = server.app["hub"]
+    hub = server.app[keys.HUB]
     assert hub.subscriber_count("room:c") == 0
 
     # subscribing again to a channel it has is not a new subscription
@@ -138,7 +139,7 @@ async def _raw_client(server: Server) -> tuple[asyncio.StreamReader, asyncio.Str
 @pytest.mark.parametrize("server_settings", [FAST_HEARTBEAT])
 async def test_a_peer_that_never_answers_pings_is_dropped(server: Server) -> None:
     await server.create_channel("hb:*")
-    hub = server.app["hub"]
+    hub = server.app[keys.HUB]
     reader, writer = await _raw_client(server)
     writer.write(_masked(json.dumps({"type": "auth", "token": server.token()})))
     writer.write(_masked(json.dumps({"type": "subscribe", "channel": "hb:dead"})))
@@ -167,7 +168,7 @@ async def test_a_peer_that_never_answers_pings_is_dropped(server: Server) -> Non
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)
     assert frames == []
-    assert len(server.app["sessions"].live) == 1
+    assert len(server.app[keys.SESSIONS].live) == 1
 
     # the dead one was pinged (0x89: a ping frame), then its connection was cut
     received = await asyncio.wait_for(reader.read(), timeout=5)  # up to EOF
@@ -181,7 +182,7 @@ async def test_heartbeat_zero_means_off(server: Server) -> None:
     client = await server.connect(server.token())
     await asyncio.sleep(0.3)
     assert (await client.request({"type": "ping"}))["type"] == "pong"
-    assert len(server.app["sessions"].live) == 1
+    assert len(server.app[keys.SESSIONS].live) == 1
 
 
 # --- flags and environment ----------------------------------------------------------

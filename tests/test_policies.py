@@ -6,6 +6,8 @@ import uuid
 
 from tests.conftest import Server
 
+from pgrealtime import keys
+
 SCHEMA = """
 CREATE TABLE public.orders (id uuid PRIMARY KEY, user_id uuid NOT NULL);
 GRANT SELECT ON public.orders TO authenticated;
@@ -109,7 +111,7 @@ async def test_subscribe_checks_in_one_batch_are_each_their_callers_own(server: 
         [(uuid.UUID(o), uuid.UUID(u)) for o, u in zip(orders, users, strict=True)],
     )
     clients = [await server.connect(server.token(sub=u)) for u in users]
-    checks = server.app["session_context"].subscribe_checks
+    checks = server.app[keys.SESSION_CONTEXT].subscribe_checks
     before = checks.round_trips
     # client i asks for its own order when i is even, for its neighbour's when odd
     wanted = [orders[i] if i % 2 == 0 else orders[(i + 1) % len(orders)] for i in range(40)]

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from tests.conftest import Client, Server, make_settings
 
+from pgrealtime import keys
 from pgrealtime.config import Settings
 
 
@@ -180,7 +181,7 @@ async def test_a_lost_notification_is_filled_from_the_table_in_order(server: Ser
     await _sql_publish(server, "feed", 1)
     received = await _messages(client, 2)
     assert [(m["position"], m["event"]) for m in received] == [(2, "quiet"), (3, "tick")]
-    assert server.app["delivery"].gaps_filled == 1
+    assert server.app[keys.DELIVERY].gaps_filled == 1
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tests.conftest import Server
 
+from pgrealtime import keys
+
 
 async def test_channel_disabled_in_sql_ends_subscriptions(server: Server) -> None:
     await server.create_channel("game:*")
@@ -27,4 +29,4 @@ async def test_channel_deleted_in_sql_ends_subscriptions(server: Server) -> None
     await server.db.execute("DELETE FROM realtime.channels WHERE pattern = 'game:*'")
     ended = await client.expect("error", code="REALTIME_SUBSCRIPTION_ENDED")
     assert ended["channel"] == "game:7"
-    assert server.app["hub"].subscriber_count("game:7") == 0
+    assert server.app[keys.HUB].subscriber_count("game:7") == 0

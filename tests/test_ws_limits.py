@@ -9,6 +9,8 @@ import socket
 import pytest
 from tests.conftest import Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -63,7 +65,7 @@ async def test_slow_subscriber_is_cut_loose_and_others_keep_receiving(server: Se
             first,
         )
     assert await reading == list(range(1, 3001))
-    hub = server.app["hub"]
+    hub = server.app[keys.HUB]
     for _ in range(100):  # the stalled one is cut at the next backlog sweep
         if hub.subscriber_count("flood:1") == 1:
             break

@@ -10,6 +10,8 @@ import aiohttp
 import pytest
 from tests.conftest import Server, eventually
 
+from pgrealtime import keys
+
 
 async def test_auth_subscribe_publish_receive(server: Server) -> None:
     await server.create_channel("order:*")
@@ -210,7 +212,7 @@ async def test_sql_publishes_during_a_listener_outage_are_delivered_once(server:
     await server.create_channel("order:*")
     client = await server.connect(server.token())
     await client.subscribe("order:1")
-    listener = server.app["listener"]
+    listener = server.app[keys.LISTENER]
     await asyncio.wait_for(listener.connected.wait(), 5)
     await server.db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -279,7 +281,7 @@ async def test_expired_token_closes_the_connection(server: Server) -> None:
 async def test_a_fresh_token_replaces_the_deadline_of_the_old_one(server: Server) -> None:
     """Expiry runs on one process-wide clock: re-authenticating moves the session to
     the new token's deadline, and closed sessions leave nothing on the clock."""
-    clock = server.app["session_context"].expiry
+    clock = server.app[keys.SESSION_CONTEXT].expiry
     user = str(uuid.uuid4())
     renewed = await server.connect(server.token(sub=user, expires_in=1))
     doomed = await server.connect(server.token(expires_in=1))

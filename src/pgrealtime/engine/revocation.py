@@ -2,7 +2,10 @@
 
 After any channel change, each subscription is matched again against the enabled
 channels (same specificity rules as subscribing); one whose governing channel is
-gone or different is ended with a frame that says why.
+gone or different is ended with a frame that says why. One Revalidator per process
+runs every check: awaited by the REST handler that made the change (so its caller's
+subscriptions are ended before the response), and requested by the channels-changed
+NOTIFY for changes made elsewhere (SQL, other processes).
 """
 
 from __future__ import annotations
@@ -10,20 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
+from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from pgrealtime.engine.channels import most_specific
 
 log = logging.getLogger(__name__)
 
 
-async def revalidate_subscriptions(app: web.Application) -> int:
-    sessions = app["sessions"].live
+async def revalidate_subscriptions(sessions: Collection[Any], pool: asyncpg.Pool) -> int:
+    """End the subscriptions of `sessions` (each with `.subscriptions` and
+    `.end_subscription`) whose governing channel changed; returns how many."""
     if not any(s.subscriptions for s in sessions):
         return 0
-    rows = await app["pool"].fetch("SELECT id, pattern FROM realtime.channels WHERE enabled")
+    rows = await pool.fetch("SELECT id, pattern FROM realtime.channels WHERE enabled")
     by_pattern = {row["pattern"]: str(row["id"]) for row in rows}
     ended = 0
     for session in list(sessions):
@@ -45,10 +50,15 @@ class Revalidator:
     NOTIFY from another process or from SQL); changes that arrive during a run are
     folded into one more run."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
+    def __init__(self, sessions: Collection[Any], pool: asyncpg.Pool) -> None:
+        self.sessions = sessions  # the live sessions of this process
+        self.pool = pool
         self._task: asyncio.Task | None = None
         self._again = False
+
+    async def now(self) -> int:
+        """Re-check at once and wait for it (after a change this process made)."""
+        return await revalidate_subscriptions(self.sessions, self.pool)
 
     def request(self) -> None:
         if self._task is not None and not self._task.done():
@@ -60,7 +70,7 @@ class Revalidator:
         while True:
             self._again = False
             try:
-                await revalidate_subscriptions(self.app)
+                await self.now()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("subscriptions not re-checked after a channel change: %s", exc)
             if not self._again:

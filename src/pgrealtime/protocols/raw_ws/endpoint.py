@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import WSMsgType, web
 
+from pgrealtime import keys
 from pgrealtime.api.errors import error_response
 from pgrealtime.engine.hub import Outbox
 from pgrealtime.protocols.raw_ws.admission import Admission
@@ -135,10 +136,10 @@ class Connection:
 
 
 async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
-    ctx: SessionContext = request.app["session_context"]
-    sessions: Sessions = request.app["sessions"]
-    keepalive: Keepalive = request.app["keepalive"]
-    admission: Admission = request.app["admission"]
+    ctx: SessionContext = request.app[keys.SESSION_CONTEXT]
+    sessions: Sessions = request.app[keys.SESSIONS]
+    keepalive: Keepalive = request.app[keys.KEEPALIVE]
+    admission: Admission = request.app[keys.ADMISSION]
     ip = request.remote or ""
     refused = admission.admit(ip)
     if refused is not None:
@@ -152,7 +153,7 @@ async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
 async def _serve(
     request: web.Request, ctx: SessionContext, sessions: Sessions, keepalive: Keepalive
 ) -> web.StreamResponse:
-    settings = request.app["settings"]
+    settings = request.app[keys.SETTINGS]
     ws = web.WebSocketResponse(
         compress=False,
         # pings and pongs come to this handler: the heartbeat is process-wide
@@ -173,7 +174,7 @@ async def _serve(
     session = conn.session = Session(ctx, outbox, conn.close)
     sessions.live.add(session)
     keepalive.add(conn)
-    deadlines: AuthDeadlines = request.app["auth_deadlines"]
+    deadlines: AuthDeadlines = request.app[keys.AUTH_DEADLINES]
     conn.auth_ticket = deadlines.add(conn)
     if sessions.draining:  # upgraded while the server was closing the others
         session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
