@@ -15,6 +15,8 @@ from pgrealtime.webhooks.backoff import Outcome, backoff_delay, classify_status,
 from pgrealtime.webhooks.payload import WebhookDelivery, body, header_value, headers
 from pgrealtime.webhooks.signing import sign, signature_headers, verify
 
+pytestmark = pytest.mark.pure
+
 SECRET = "s3cret"
 BODY = b'{"messageId":"x","payload":{"a":1}}'
 

@@ -7,7 +7,7 @@ a tenth of a session's cost. This module accepts only the plain shape issuers pr
 `sub`/`jti`) after the same checks PyJWT makes for it, with the stdlib's HMAC. Anything
 else, and every token it would refuse, returns None: the caller then asks PyJWT, which
 decides and words the error. So this can only be as strict as PyJWT, never looser
-(`tests/test_jwt_fast.py` checks that against PyJWT on generated tokens).
+(`tests/auth/test_hs256_fast.py` checks that against PyJWT on generated tokens).
 """
 
 from __future__ import annotations

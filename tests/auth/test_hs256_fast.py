@@ -10,11 +10,14 @@ import time
 import uuid
 
 import jwt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgrealtime.auth import Authenticator, mint_token
 from pgrealtime.auth.hs256_fast import plain_hs256_claims
+
+pytestmark = pytest.mark.pure
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
 NOW = int(time.time())

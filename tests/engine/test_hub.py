@@ -9,6 +9,8 @@ import pytest
 
 from pgrealtime.engine.hub import Hub, Outbox
 
+pytestmark = pytest.mark.pure
+
 
 class FakeTransport:
     """Records each write; `backlog` plays the kernel's unsent bytes."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.conftest import eventually
 
 from pgrealtime.protocols.raw_ws.keepalive import SLICE, Keepalive
+
+pytestmark = pytest.mark.pure
 
 
 class Peer:

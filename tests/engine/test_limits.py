@@ -6,6 +6,8 @@ import pytest
 
 from pgrealtime.engine.limits import ConnectionLimits, TokenBucket
 
+pytestmark = pytest.mark.pure
+
 
 def test_a_full_bucket_allows_a_burst_then_refuses() -> None:
     bucket = TokenBucket(rate=10, burst=5, now=100.0)

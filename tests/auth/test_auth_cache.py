@@ -9,6 +9,8 @@ import pytest
 
 from pgrealtime.auth import Authenticator, AuthError
 
+pytestmark = pytest.mark.pure
+
 SECRET = "s" * 40
 
 

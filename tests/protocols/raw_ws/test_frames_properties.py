@@ -2,7 +2,7 @@
 decoder (`protocols/raw_ws/frames.py`) and channel patterns (`engine/channels.py`).
 
 The agreement of Python and SQL (`realtime.match_channel`) on generated patterns is
-in tests/test_channels_pure.py; the properties here are about Python alone.
+in tests/engine/test_channels_pure.py; the properties here are about Python alone.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pgrealtime.engine.channels import (
 )
 from pgrealtime.protocols.raw_ws import frames
 from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError, event_name_error, parse_frame
+
+pytestmark = pytest.mark.pure
 
 MAX = 64 * 1024
 # What parse_frame may answer with: it knows nothing of sessions or the database.
