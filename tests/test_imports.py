@@ -33,7 +33,6 @@ ALLOWED = {
     ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws.frames"),
     ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws"),
     ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws.expiry"),
-    ("pgrealtime.session.errors", "pgrealtime.protocols.raw_ws.frames"),
 }
 
 
