@@ -88,6 +88,7 @@ from typing import Any  # noqa: E402
 import aiohttp  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
+from pgrealtime import keys  # noqa: E402
 from pgrealtime.app import create_app  # noqa: E402
 from pgrealtime.auth import mint_token  # noqa: E402
 from pgrealtime.config import Settings  # noqa: E402
@@ -182,7 +183,7 @@ class Server:
 
     async def wait_streaming(self) -> None:
         """Until the change feed streams (db: subscriptions need it)."""
-        feed = self.app["changes"]
+        feed = self.app[keys.CHANGES]
         for _ in range(200):
             if feed.status().get("state") == "streaming":
                 return

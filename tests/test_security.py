@@ -7,8 +7,8 @@ token signed with a wrong secret, `alg: none` and a non-UUID `sub` over WebSocke
 a wrong API key and garbage over WebSocket (test_ws_protocol.py::
 test_every_refusal_has_its_own_code); no credential, garbage and a non-admin token on
 one REST route (test_rest.py::test_admin_only); a user refused a channel another owns
-(test_policies.py::test_users_subscribe_only_to_orders_they_own); rows of a `db:`
-channel filtered by RLS per user (test_db_channels.py::
+(test_authorize_policies.py::test_users_subscribe_only_to_orders_they_own); rows of a `db:`
+channel filtered by RLS per user (test_route.py::
 test_changes_reach_subscribers_with_rls_per_user).
 """
 

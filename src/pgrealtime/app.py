@@ -12,35 +12,38 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api import channels, health, messages, openapi, permissions, tables
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
 from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
 from pgrealtime.db.migrate import apply_migrations
-from pgrealtime.db_channels import DbChannels
-from pgrealtime.delivery import Delivery
-from pgrealtime.hub import Hub
-from pgrealtime.listener import Listener
-from pgrealtime.publisher import Publisher
-from pgrealtime.ratelimit import ConnectionLimits, UserBudgets
-from pgrealtime.retention import retention_loop
-from pgrealtime.revocation import Revalidator
-from pgrealtime.subscribe_checks import SubscribeChecks
-from pgrealtime.webhooks import WebhookWorker
-from pgrealtime.ws.admission import Admission
-from pgrealtime.ws.auth_deadline import AuthDeadlines
-from pgrealtime.ws.endpoint import (
+from pgrealtime.engine.authorize import SubscribeChecks
+from pgrealtime.engine.bus.pg_notify import Listener
+from pgrealtime.engine.hub import Hub
+from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
+from pgrealtime.engine.ordering import Ordering
+from pgrealtime.engine.publisher import Publisher
+from pgrealtime.engine.retention import retention_loop
+from pgrealtime.engine.revocation import Revalidator
+from pgrealtime.protocols.raw_ws.admission import Admission
+from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
+from pgrealtime.protocols.raw_ws.encode import message_frame
+from pgrealtime.protocols.raw_ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
     Sessions,
     realtime_endpoint,
 )
-from pgrealtime.ws.expiry import ExpiryClock
-from pgrealtime.ws.keepalive import Keepalive
-from pgrealtime.ws.session import SessionContext
+from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
+from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
+from pgrealtime.protocols.raw_ws.keepalive import Keepalive
+from pgrealtime.session.core import SessionContext
+from pgrealtime.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +88,18 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, admin_middleware], client_max_size=1024 * 1024
     )
-    app["settings"] = settings
-    app["database_url"] = database_url
-    app["authenticator"] = Authenticator(
+    app[keys.SETTINGS] = settings
+    app[keys.DATABASE_URL] = database_url
+    app[keys.AUTHENTICATOR] = Authenticator(
         settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
     )
-    app["sessions"] = Sessions()
-    app["keepalive"] = Keepalive(settings.heartbeat_seconds)
-    app["admission"] = Admission(settings.max_connections, settings.max_connections_per_ip)
-    app["auth_deadlines"] = AuthDeadlines(settings.auth_timeout_seconds)
-    app["origin"] = uuid.uuid4().hex
-    app["health_extras"] = {}
-    app["background"] = []
+    app[keys.SESSIONS] = Sessions()
+    app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
+    app[keys.ADMISSION] = Admission(settings.max_connections, settings.max_connections_per_ip)
+    app[keys.AUTH_DEADLINES] = AuthDeadlines(settings.auth_timeout_seconds)
+    app[keys.ORIGIN] = uuid.uuid4().hex
+    app[keys.HEALTH_EXTRAS] = {}
+    app[keys.BACKGROUND] = []
     app.add_routes(health.routes)
     app.add_routes(channels.routes)
     app.add_routes(messages.routes)
@@ -104,7 +107,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.add_routes(tables.routes)
     app.add_routes(openapi.routes)
     webhook_routes.add_routes(app)
-    app["openapi_extra_paths"] = webhook_routes.OPENAPI_PATHS
+    app[keys.OPENAPI_EXTRA_PATHS] = webhook_routes.OPENAPI_PATHS
     app.router.add_get("/realtime", realtime_endpoint)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)
@@ -113,24 +116,24 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
 
 async def _database(app: web.Application):
     """Pool and migrations first; then delivery, listener and timers; undone in reverse."""
-    settings: Settings = app["settings"]
-    url = app["database_url"]
+    settings: Settings = app[keys.SETTINGS]
+    url = app[keys.DATABASE_URL]
     conn = await asyncpg.connect(url)
     try:
         await apply_migrations(conn)
     finally:
         await conn.close()
     pool = await open_pool(url, settings.db_pool_size)
-    app["pool"] = pool
+    app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
-    delivery = Delivery(hub, pool)
+    delivery = Ordering(hub, pool, encode=message_frame)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
-        pool, delivery, app["origin"], dsn=url, max_batch_bytes=settings.publish_batch_bytes
+        pool, delivery, app[keys.ORIGIN], dsn=url, max_batch_bytes=settings.publish_batch_bytes
     )
     await publisher.start()
-    app["publisher"] = publisher
+    app[keys.PUBLISHER] = publisher
     feed = None
     if settings.changes:
         feed = ChangeFeed(
@@ -140,7 +143,11 @@ async def _database(app: web.Application):
             max_failures=settings.changes_max_failures,
         )
     db_channels = DbChannels(
-        pool, feed, settings.publication, TableAllowList(settings.changes_tables)
+        pool,
+        feed,
+        settings.publication,
+        TableAllowList(settings.changes_tables),
+        wrap=websocket_text_frame,
     )
     if feed is not None:
         feed.on_batch(db_channels.deliver)
@@ -148,13 +155,13 @@ async def _database(app: web.Application):
             await feed.start()
         except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
             log.warning("change notifications are off: %s", exc)
-        app["health_extras"]["changes"] = feed.status
-    app["changes"] = feed
-    app["hub"] = hub
-    app["delivery"] = delivery
-    app["session_context"] = SessionContext(
+        app[keys.HEALTH_EXTRAS]["changes"] = feed.status
+    app[keys.CHANGES] = feed
+    app[keys.HUB] = hub
+    app[keys.DELIVERY] = delivery
+    app[keys.SESSION_CONTEXT] = SessionContext(
         hub=hub,
-        authenticator=app["authenticator"],
+        authenticator=app[keys.AUTHENTICATOR],
         publisher=publisher,
         pool=pool,
         max_frame_bytes=settings.max_frame_bytes,
@@ -177,20 +184,21 @@ async def _database(app: web.Application):
         user_budgets=UserBudgets(settings.user_publish_rate, settings.user_publish_bytes_rate),
         max_payload_bytes=settings.max_payload_bytes,
     )
-    revalidator = Revalidator(app)
-    listener = Listener(url, delivery, app["origin"], on_channels_changed=revalidator.request)
+    revalidator = Revalidator(app[keys.SESSIONS].live, pool)
+    app[keys.REVALIDATOR] = revalidator
+    listener = Listener(url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request)
     publisher.on_lost_reply = listener.deliver_own
     listener.start()
-    app["listener"] = listener
+    app[keys.LISTENER] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
     webhooks = WebhookWorker(pool, settings)
     await webhooks.start()
     yield
     await webhooks.stop()
-    app["keepalive"].close()
-    app["auth_deadlines"].close()
-    app["session_context"].expiry.close()
-    for task in app["background"]:
+    app[keys.KEEPALIVE].close()
+    app[keys.AUTH_DEADLINES].close()
+    app[keys.SESSION_CONTEXT].expiry.close()
+    for task in app[keys.BACKGROUND]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -204,16 +212,16 @@ async def _database(app: web.Application):
 
 
 def _spawn(app: web.Application, factory: Callable) -> None:
-    app["background"].append(asyncio.create_task(factory()))
+    app[keys.BACKGROUND].append(asyncio.create_task(factory()))
 
 
 async def _close_websockets(app: web.Application) -> None:
     """Close the WebSocket side in order (aiohttp has already stopped listening):
     act on no new frame, let the publishes in flight be stored, fanned out and
     answered, then close every connection with 1001 after what is queued for it."""
-    sessions: Sessions = app["sessions"]
+    sessions: Sessions = app[keys.SESSIONS]
     sessions.draining = True
-    publisher: Publisher | None = app.get("publisher")
+    publisher: Publisher | None = app.get(keys.PUBLISHER)
     if publisher is not None:
         try:
             await asyncio.wait_for(publisher.drained(), SHUTDOWN_PUBLISH_GRACE_SECONDS)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import resource
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from pgrealtime import __version__
+from pgrealtime import __version__, keys
 from pgrealtime.auth import ROLES
 from pgrealtime.config import (
     Settings,
@@ -23,7 +22,7 @@ from pgrealtime.config import (
     ensure_secrets,
     settings_from_args,
 )
-from pgrealtime.db.embedded import EmbeddedPostgres
+from pgrealtime.db.target import database
 
 log = logging.getLogger("pgrealtime")
 
@@ -36,26 +35,6 @@ Quick start (no database needed; an embedded PostgreSQL is started for you):
   pgrealtime token --sub $(python3 -c 'import uuid; print(uuid.uuid4())')
 Every flag can also be set with a PGREALTIME_* environment variable (see --help of each).
 """
-
-
-@contextlib.contextmanager
-def database(settings: Settings) -> Iterator[str]:
-    """The configured PostgreSQL URL, or the embedded server of the data directory for
-    the duration. An embedded server that was already running (a `pgrealtime serve`
-    using it) is left running afterwards."""
-    if settings.database_url:
-        yield settings.database_url
-        return
-    embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
-    was_running = (embedded.pgdata / "postmaster.pid").exists() and embedded.is_running()
-    if not was_running:
-        print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
-    url = embedded.start()
-    try:
-        yield url
-    finally:
-        if not was_running:
-            embedded.stop()
 
 
 def _raise_fd_limit() -> None:
@@ -116,7 +95,7 @@ def _announce(
     setting, which lives there)."""
 
     async def announce(app: Any) -> None:  # the aiohttp application
-        days = await app["pool"].fetchval("SELECT retention_days FROM realtime.config")
+        days = await app[keys.POOL].fetchval("SELECT retention_days FROM realtime.config")
         _banner(settings, generated_secrets, webhook_from_data_dir, days)
 
     return announce
@@ -126,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from pgrealtime.app import create_app
-    from pgrealtime.logs import setup_logging
+    from pgrealtime.util.logs import setup_logging
 
     settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)

@@ -43,12 +43,12 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     jwt_secret: str | None = None
     api_key: str | None = None
-    # authenticated and project_admin tokens without `exp` are refused (see auth.py)
+    # authenticated and project_admin tokens without `exp` are refused (see auth/tokens.py)
     jwt_require_exp: bool = True
     embedded_port: int = 54329
     max_frame_bytes: int = 1024 * 1024
     send_buffer_bytes: int = 4 * 1024 * 1024
-    # 0: flush every event-loop tick; >0: join frames for up to this long (see hub.py)
+    # 0: flush every event-loop tick; >0: join frames for up to this long (see engine/hub.py)
     flush_interval_ms: float = 0.0
     max_recover: int = 10_000
     max_recover_bytes: int = 16 * 1024 * 1024  # frames of one resume

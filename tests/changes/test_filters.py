@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from pgrealtime.changes.filters import ALL_EVENTS, ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 
+pytestmark = pytest.mark.pure
+
 
 def change(event: str = "INSERT", row: dict | None = None, schema: str = "public") -> RowChange:
     row = {"id": 1, "status": "open", "total": "12.50", "n": 3, "ok": True} if row is None else row

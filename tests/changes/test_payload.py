@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload, revealed
+
+pytestmark = pytest.mark.pure
 
 
 def change(event: str, new: dict | None, old: dict | None) -> RowChange:

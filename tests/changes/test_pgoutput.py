@@ -25,6 +25,8 @@ from pgrealtime.changes.pgoutput import (
     lsn_to_str,
 )
 
+pytestmark = pytest.mark.pure
+
 TS_2024 = int((datetime(2024, 1, 15, 10, 30, tzinfo=UTC) - datetime(2000, 1, 1, tzinfo=UTC))
               .total_seconds() * 1_000_000) + 123456  # fmt: skip
 

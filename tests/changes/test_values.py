@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from pgrealtime.changes import values as v
 from pgrealtime.changes.values import PgType, TypeRegistry, format_utc, parse_array, to_json_value
 
+pytestmark = pytest.mark.pure
+
 
 @pytest.mark.parametrize(
     "text, oid, expected",

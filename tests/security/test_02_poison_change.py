@@ -16,6 +16,8 @@ import asyncio
 import pytest
 from tests.conftest import Client, Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -67,7 +69,7 @@ async def test_deeply_nested_jsonb_does_not_stop_later_changes(server: Server, l
     assert isinstance(deep["body"], str) and deep["body"].replace(" ", "") == _nested(levels)
     assert await _next_insert(docs) == {"id": 2, "body": {"ok": True}}
     assert await _next_insert(other) == {"id": 7}
-    status = server.app["changes"].status()
+    status = server.app[keys.CHANGES].status()
     assert status["values_as_text"] >= 1
     assert status["stuck_since_lsn"] is None
 
@@ -93,12 +95,12 @@ async def test_toast_fill_in_for_a_renamed_column_does_not_stop_the_feed(server:
     assert updated["event"] == "UPDATE", updated
     assert updated["payload"]["new"] == {"id": 1, "n": 1}  # `big` left out, not invented
     assert await _next_insert(pages) == {"id": 2, "n": 2, "renamed": "small"}
-    assert server.app["changes"].status()["toast_fill_failures"] >= 1
+    assert server.app[keys.CHANGES].status()["toast_fill_failures"] >= 1
 
 
 async def test_feed_status_shows_stuck_position_and_slot_lag(server: Server):
     await server.wait_streaming()
-    status = server.app["changes"].status()
+    status = server.app[keys.CHANGES].status()
     for field in (
         "stuck_since_lsn",
         "stuck_since",

@@ -11,6 +11,8 @@ import socket
 import pytest
 from tests.conftest import Server, eventually, make_settings
 
+from pgrealtime import keys
+
 LIMIT = 64 * 1024
 
 
@@ -42,7 +44,7 @@ async def _stalled_subscriber(server: Server, channel: str) -> asyncio.StreamWri
     writer.write(_masked(json.dumps({"type": "auth", "token": server.token()})))
     writer.write(_masked(json.dumps({"type": "subscribe", "channel": channel})))
     await writer.drain()
-    hub = server.app["hub"]
+    hub = server.app[keys.HUB]
     await eventually(lambda: hub.subscriber_count(channel) == 1)
     return writer
 
@@ -50,7 +52,7 @@ async def _stalled_subscriber(server: Server, channel: str) -> asyncio.StreamWri
 def _server_side(server: Server):
     """The stalled connection's transport, its kernel send buffer made small so that
     what the peer does not read piles up in the server's own buffer."""
-    (session,) = server.app["sessions"].live
+    (session,) = server.app[keys.SESSIONS].live
     transport = session.outbox.transport
     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     return transport
@@ -70,13 +72,13 @@ async def test_past_twice_the_limit_the_connection_is_dropped_at_once(server: Se
     await server.create_channel("flood:*")
     writer = await _stalled_subscriber(server, "flood:1")
     transport = _server_side(server)
-    server.app["hub"].sweep_seconds = 3600  # no sweep in this test: only the hard cap acts
+    server.app[keys.HUB].sweep_seconds = 3600  # no sweep in this test: only the hard cap acts
     await _publish(server, "flood:1", 400, 3500)  # 1.4 MB: far past 2x the limit
-    sessions = server.app["sessions"].live
+    sessions = server.app[keys.SESSIONS].live
     await eventually(lambda: not sessions, timeout=10)
     assert transport.is_closing()
     assert transport.get_write_buffer_size() == 0  # the buffer was dropped, not kept
-    assert server.app["hub"].subscriber_count("flood:1") == 0
+    assert server.app[keys.HUB].subscriber_count("flood:1") == 0
     writer.transport.abort()
 
 
@@ -84,7 +86,7 @@ async def test_a_reader_cut_by_the_sweep_is_dropped_without_a_handshake(server: 
     await server.create_channel("flood:*")
     writer = await _stalled_subscriber(server, "flood:1")
     transport = _server_side(server)
-    delivery = server.app["delivery"]
+    delivery = server.app[keys.DELIVERY]
     sent = 0
     while transport.get_write_buffer_size() <= LIMIT:  # one 4 KB message at a time
         assert sent < 1000, "the backlog never grew"
@@ -93,9 +95,9 @@ async def test_a_reader_cut_by_the_sweep_is_dropped_without_a_handshake(server: 
         await eventually(lambda n=sent: delivery.last_position("flood:1") == n)
     # over the limit, well under twice it: only the sweep can cut this one
     assert transport.get_write_buffer_size() < 2 * LIMIT
-    hub = server.app["hub"]
+    hub = server.app[keys.HUB]
     await eventually(lambda: hub.subscriber_count("flood:1") == 0, timeout=10)  # the sweep
-    sessions = server.app["sessions"].live
+    sessions = server.app[keys.SESSIONS].live
     await eventually(lambda: not sessions, timeout=5)  # and the connection is gone with it
     assert transport.is_closing()
     assert transport.get_write_buffer_size() == 0

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from tests.conftest import Server, make_settings
 
+from pgrealtime import keys
 from pgrealtime.config import add_connection_flags, add_server_flags, settings_from_args
 
 UPGRADE = {
@@ -78,7 +79,7 @@ async def test_a_session_that_never_authenticates_is_closed(server: Server) -> N
         assert frames[-1]["type"] == "error" and frames[-1]["code"] == "NOT_AUTHENTICATED"
     assert len(frames) > 1 and frames[0]["type"] == "pong"
     assert (await authed.request({"type": "ping"}))["type"] == "pong"  # it stays
-    assert len(server.app["sessions"].live) == 1
+    assert len(server.app[keys.SESSIONS].live) == 1
 
 
 # -- connection caps ------------------------------------------------------------------

@@ -10,6 +10,8 @@ import socket
 import pytest
 from tests.conftest import Server, eventually, make_settings
 
+from pgrealtime import keys
+
 LIMIT = 64 * 1024
 
 
@@ -76,7 +78,7 @@ async def test_a_resume_to_a_stalled_reader_waits_instead_of_loading(server: Ser
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     await reader.readuntil(b"\r\n\r\n")
-    (session,) = server.app["sessions"].live
+    (session,) = server.app[keys.SESSIONS].live
     transport = session.outbox.transport
     transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     writer.write(_masked(json.dumps({"type": "auth", "token": server.token()})))
@@ -85,12 +87,12 @@ async def test_a_resume_to_a_stalled_reader_waits_instead_of_loading(server: Ser
     await eventually(lambda: "feed" in session.subscriptions)
     await eventually(lambda: transport.get_write_buffer_size() > 0)
     await asyncio.sleep(1.5)  # past a sweep: nothing more was written, nothing was cut
-    assert session in server.app["sessions"].live
+    assert session in server.app[keys.SESSIONS].live
     assert transport.get_write_buffer_size() <= LIMIT
-    assert "feed" in server.app["delivery"]._recoveries  # still resuming, waiting
+    assert "feed" in server.app[keys.DELIVERY]._recoveries  # still resuming, waiting
     writer.transport.abort()  # the peer leaves: the resume ends with it
-    await eventually(lambda: not server.app["sessions"].live)
-    await eventually(lambda: not server.app["delivery"]._recoveries)
+    await eventually(lambda: not server.app[keys.SESSIONS].live)
+    await eventually(lambda: not server.app[keys.DELIVERY]._recoveries)
 
 
 @pytest.mark.parametrize("server_settings", [make_settings(max_concurrent_recoveries=1)],
@@ -99,7 +101,7 @@ async def test_history_reads_in_flight_are_bounded(server: Server) -> None:
     await server.create_channel("feed")
     await _publish(server, "feed", 5)
     client = await server.connect(server.token())
-    slots = server.app["session_context"].recoveries
+    slots = server.app[keys.SESSION_CONTEXT].recoveries
     await slots.acquire()  # the one slot taken: a resume has to wait for it
     try:
         await client.send({"type": "subscribe", "channel": "feed", "since": 0, "id": "r"})

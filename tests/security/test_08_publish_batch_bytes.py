@@ -14,6 +14,7 @@ import uuid
 import pytest
 from tests.conftest import Server, eventually, make_settings
 
+from pgrealtime import keys
 from pgrealtime.config import Settings
 
 MiB = 1024 * 1024
@@ -60,7 +61,7 @@ async def test_big_publishes_queued_on_one_lane_go_in_capped_batches(server: Ser
     await blocker.execute(
         "SELECT 1 FROM realtime.channel_positions WHERE channel_name = 'big:1' FOR UPDATE"
     )
-    publisher = server.app["publisher"]
+    publisher = server.app[keys.PUBLISHER]
     ids = [uuid.uuid4().hex for _ in range(COUNT)]
     sizes = [ITEM] * COUNT
     sizes[COUNT // 2] = 2 * MiB  # larger than the cap on its own: goes alone

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from tests.conftest import API_KEY, Server, make_settings
 
+from pgrealtime import keys
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import add_server_flags, settings_from_args
 
@@ -22,7 +23,7 @@ def server_settings():
 async def _published(server: Server) -> set[str]:
     rows = await server.db.fetch(
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
-        server.app["changes"].config.publication,
+        server.app[keys.CHANGES].config.publication,
     )
     return {r[0] for r in rows}
 
@@ -48,7 +49,7 @@ async def test_only_listed_tables_are_published(server: Server) -> None:
         assert ok["type"] == "subscribed", ok
     assert await _published(server) == {"public.allowed_posts"}
     # the second subscribe found it in the cache; changes still flow
-    assert ("public", "allowed_posts") in server.app["session_context"].db_channels.published
+    assert ("public", "allowed_posts") in server.app[keys.SESSION_CONTEXT].db_channels.published
     await server.db.execute("INSERT INTO allowed_posts VALUES (1)")
     frame = await client.expect("message", timeout=20)
     assert frame["payload"]["new"] == {"id": 1}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from tests.conftest import Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -31,5 +33,5 @@ async def test_a_failed_history_read_ends_the_recovery(server: Server) -> None:
     finally:
         await server.db.execute("ALTER TABLE realtime.messages_gone RENAME TO messages")
     assert reply["type"] == "error" and reply["code"] == "INTERNAL_ERROR"
-    assert server.app["delivery"]._recoveries == {}
+    assert server.app[keys.DELIVERY]._recoveries == {}
     assert (await client.request({"type": "ping"}))["type"] == "pong"  # the connection lives

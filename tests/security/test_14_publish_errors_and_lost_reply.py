@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from tests.conftest import Server, eventually
 
+from pgrealtime import keys
+
 PUBLISHER_TAG = b"pgrealtime publisher"  # the lanes' application_name
 
 
@@ -157,7 +159,7 @@ async def test_a_batch_stored_whose_reply_was_lost_still_reaches_subscribers(
     assert stored is not None  # committed all the same
 
     # handed out here (checked without a socket read that could time out mid-frame)
-    delivery = server.app["delivery"]
+    delivery = server.app[keys.DELIVERY]
     await eventually(lambda: delivery.last_position("lost:1") == 2, timeout=10)
     message = await watcher.expect("message", timeout=10)
     assert (message["messageId"], message["position"]) == (str(stored), 2)

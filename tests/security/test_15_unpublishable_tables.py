@@ -12,6 +12,8 @@ import logging
 import pytest
 from tests.conftest import API_KEY, Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -47,6 +49,6 @@ async def test_unpublishable_tables_get_a_clear_code(
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     published = await server.db.fetchval(
         "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1",
-        server.app["changes"].config.publication,
+        server.app[keys.CHANGES].config.publication,
     )
     assert published == 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from tests.conftest import API_KEY, Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -37,7 +39,7 @@ async def test_admin_gets_details(server: Server) -> None:
         assert details["database"] == "ok"
         # whatever the feed reports goes under details, unchanged
         assert details["changes"]["state"] == "streaming"
-        assert set(server.app["changes"].status()) <= set(details["changes"])
+        assert set(server.app[keys.CHANGES].status()) <= set(details["changes"])
     admin_token = server.token(role="project_admin")
     status, body = await _health(server, {"Authorization": f"Bearer {admin_token}"})
     assert status == 200 and "details" in body

@@ -11,6 +11,8 @@ import os
 import asyncpg
 from tests.conftest import Server, eventually
 
+from pgrealtime import keys
+
 GARBAGE = [
     "garbage:x",
     "",
@@ -28,7 +30,7 @@ async def test_garbage_notifications_do_not_disturb_the_listener(
     await server.create_channel("feed:*")
     watcher = await server.connect(server.token())
     await watcher.subscribe("feed:1")
-    listener = server.app["listener"]
+    listener = server.app[keys.LISTENER]
     await eventually(listener.connected.is_set)
     role = f"nobody_{os.getpid()}"
     await server.db.execute(f"DROP ROLE IF EXISTS {role}")

@@ -14,6 +14,8 @@ import asyncio
 import pytest
 from tests.conftest import Server, make_settings
 
+from pgrealtime import keys
+
 
 @pytest.fixture
 def server_settings():
@@ -21,7 +23,7 @@ def server_settings():
 
 
 async def _confirmed_flush_lsn(server: Server) -> str:
-    slot = server.app["changes"].config.slot
+    slot = server.app[keys.CHANGES].config.slot
     return await server.db.fetchval(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot
     )
@@ -49,7 +51,7 @@ async def test_a_quiet_pair_of_inserts_is_confirmed_up_to_the_second(server: Ser
             beyond = await server.db.fetchval(
                 "SELECT confirmed_flush_lsn > $2::text::pg_lsn FROM pg_replication_slots "
                 "WHERE slot_name = $1",
-                server.app["changes"].config.slot,
+                server.app[keys.CHANGES].config.slot,
                 after_first,
             )
             if beyond:

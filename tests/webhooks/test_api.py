@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from pgrealtime import keys
 from pgrealtime.api.errors import ApiError, error_response
 from pgrealtime.api.webhooks import OPENAPI_PATHS, add_routes
 
@@ -34,7 +35,7 @@ async def api(pool: asyncpg.Pool) -> AsyncIterator[tuple[aiohttp.ClientSession, 
     app = web.Application(middlewares=[errors])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the core uses a plain string key too
-        app["pool"] = pool
+        app[keys.POOL] = pool
     add_routes(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

@@ -12,6 +12,8 @@ from pgrealtime.webhooks.policy import (
     validate_webhook_url,
 )
 
+pytestmark = pytest.mark.pure
+
 
 @pytest.mark.parametrize(
     "url",

@@ -12,8 +12,10 @@ import orjson
 import pytest
 
 from pgrealtime.webhooks.backoff import Outcome, backoff_delay, classify_status, parse_retry_after
-from pgrealtime.webhooks.payload import Delivery, body, header_value, headers
+from pgrealtime.webhooks.payload import WebhookDelivery, body, header_value, headers
 from pgrealtime.webhooks.signing import sign, signature_headers, verify
+
+pytestmark = pytest.mark.pure
 
 SECRET = "s3cret"
 BODY = b'{"messageId":"x","payload":{"a":1}}'
@@ -105,7 +107,7 @@ def test_parse_retry_after() -> None:
     assert value is not None and 95 <= value <= 100
 
 
-def _delivery(**overrides: object) -> Delivery:
+def _delivery(**overrides: object) -> WebhookDelivery:
     values: dict[str, object] = {
         "id": uuid.UUID(int=1),
         "url": "https://example.com/hook",
@@ -121,7 +123,7 @@ def _delivery(**overrides: object) -> Delivery:
         "created_at": datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC),
     }
     values.update(overrides)
-    return Delivery(**values)  # type: ignore[arg-type]
+    return WebhookDelivery(**values)  # type: ignore[arg-type]
 
 
 def test_body_is_the_insforge_payload() -> None:

@@ -9,11 +9,11 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.errors import ApiError, bad_request
 from pgrealtime.api.params import parse_body, parse_uuid
-from pgrealtime.channels import pattern_error
-from pgrealtime.revocation import revalidate_subscriptions
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.engine.channels import pattern_error
+from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks.policy import validate_webhook_url
 
 routes = web.RouteTableDef()
@@ -120,7 +120,7 @@ def _not_found() -> ApiError:
 
 @routes.get("/api/realtime/channels")
 async def list_channels(request: web.Request) -> web.Response:
-    rows = await request.app["pool"].fetch(
+    rows = await request.app[keys.POOL].fetch(
         f"SELECT {COLUMNS} FROM realtime.channels ORDER BY created_at, id"
     )
     return json_response([channel_json(r) for r in rows])
@@ -132,7 +132,7 @@ async def create_channel(request: web.Request) -> web.Response:
     _check_fields(body.pattern, body.description, body.webhookUrls)
     _check_secret(body.webhookSecret)
     try:
-        async with request.app["pool"].acquire() as conn, conn.transaction():
+        async with request.app[keys.POOL].acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "INSERT INTO realtime.channels (pattern, description, webhook_urls, enabled)"
                 f" VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
@@ -145,14 +145,14 @@ async def create_channel(request: web.Request) -> web.Response:
                 await _set_secret(conn, row["id"], body.webhookSecret)
     except asyncpg.UniqueViolationError as exc:
         raise _duplicate(body.pattern) from exc
-    await revalidate_subscriptions(request.app)
+    await request.app[keys.REVALIDATOR].now()
     return json_response(channel_json(row), status=201)
 
 
 @routes.get("/api/realtime/channels/{id}")
 async def get_channel(request: web.Request) -> web.Response:
     channel_id = parse_uuid(request.match_info["id"], "id")
-    row = await request.app["pool"].fetchrow(
+    row = await request.app[keys.POOL].fetchrow(
         f"SELECT {COLUMNS} FROM realtime.channels WHERE id = $1",
         channel_id,
     )
@@ -197,7 +197,7 @@ async def update_channel(request: web.Request) -> web.Response:
         or "updated_at = now()"
     )
     try:
-        async with request.app["pool"].acquire() as conn, conn.transaction():
+        async with request.app[keys.POOL].acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE realtime.channels SET {assignments} WHERE id = $1 RETURNING {COLUMNS}",
                 channel_id,
@@ -209,17 +209,17 @@ async def update_channel(request: web.Request) -> web.Response:
         raise _duplicate(str(changes.get("pattern"))) from exc
     if row is None:
         raise _not_found()
-    await revalidate_subscriptions(request.app)
+    await request.app[keys.REVALIDATOR].now()
     return json_response(channel_json(row))
 
 
 @routes.delete("/api/realtime/channels/{id}")
 async def delete_channel(request: web.Request) -> web.Response:
     channel_id = parse_uuid(request.match_info["id"], "id")
-    deleted = await request.app["pool"].fetchval(
+    deleted = await request.app[keys.POOL].fetchval(
         "DELETE FROM realtime.channels WHERE id = $1 RETURNING id", channel_id
     )
     if deleted is None:
         raise _not_found()
-    await revalidate_subscriptions(request.app)
+    await request.app[keys.REVALIDATOR].now()
     return json_response({"message": "Channel deleted"})

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.channels import json_response
 from pgrealtime.api.middleware import credential
 from pgrealtime.auth import Authenticator, AuthError
@@ -26,7 +27,7 @@ def _is_admin(request: web.Request) -> bool:
     given = credential(request)
     if given is None:
         return False
-    authenticator: Authenticator = request.app["authenticator"]
+    authenticator: Authenticator = request.app[keys.AUTHENTICATOR]
     try:
         return authenticator.authenticate(given).is_admin
     except AuthError:
@@ -39,7 +40,7 @@ async def health(request: web.Request) -> web.Response:
     details: dict[str, Any] = {"database": "ok"}
     try:
         await asyncio.wait_for(
-            request.app["pool"].fetchval("SELECT 1 FROM realtime.config"), timeout=2
+            request.app[keys.POOL].fetchval("SELECT 1 FROM realtime.config"), timeout=2
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         details["database"] = "unreachable"
@@ -47,10 +48,10 @@ async def health(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": "ok" if status == 200 else "degraded"}
     if not _is_admin(request):
         return json_response(body, status=status)
-    listener = request.app.get("listener")
+    listener = request.app.get(keys.LISTENER)
     if listener is not None:
         details["listener"] = "connected" if listener.connected.is_set() else "reconnecting"
-    for name, provider in request.app["health_extras"].items():
+    for name, provider in request.app[keys.HEALTH_EXTRAS].items():
         details[name] = provider()
     body["details"] = details
     return json_response(body, status=status)

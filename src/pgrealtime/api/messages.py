@@ -9,6 +9,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.channels import json_response
 from pgrealtime.api.errors import bad_request
 from pgrealtime.api.params import (
@@ -18,8 +19,8 @@ from pgrealtime.api.params import (
     optional_uuid,
     parse_body,
 )
-from pgrealtime.retention import enforce_retention
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.engine.retention import enforce_retention
+from pgrealtime.util.timefmt import rfc3339
 
 routes = web.RouteTableDef()
 
@@ -71,7 +72,7 @@ async def list_messages(request: web.Request) -> web.Response:
     limit = optional_int(request, "limit", 100, 1, 1000)
     offset = optional_int(request, "offset", 0, 0, 2**31 - 1)
     n = len(values)
-    rows = await request.app["pool"].fetch(
+    rows = await request.app[keys.POOL].fetch(
         f"SELECT {MESSAGE_COLUMNS} FROM realtime.messages{where}"
         f" ORDER BY created_at DESC, seq DESC LIMIT ${n + 1} OFFSET ${n + 2}",
         *values,
@@ -89,7 +90,7 @@ async def message_stats(request: web.Request) -> web.Response:
             "created_at >= {}": optional_timestamp(request, "since"),
         }
     )
-    pool = request.app["pool"]
+    pool = request.app[keys.POOL]
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         totals = await conn.fetchrow(
             "SELECT count(*) AS total, coalesce(sum(wh_audience_count), 0) AS audience,"
@@ -123,7 +124,7 @@ async def delete_messages(request: web.Request) -> web.Response:
             "created_at < {}": optional_timestamp(request, "before"),
         }
     )
-    status = await request.app["pool"].execute(
+    status = await request.app[keys.POOL].execute(
         f"DELETE FROM realtime.messages{where}",
         *values,
     )
@@ -137,7 +138,7 @@ class ConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 @routes.get("/api/realtime/config")
 async def get_config(request: web.Request) -> web.Response:
-    days = await request.app["pool"].fetchval("SELECT retention_days FROM realtime.config")
+    days = await request.app[keys.POOL].fetchval("SELECT retention_days FROM realtime.config")
     return json_response({"retentionDays": days})
 
 
@@ -149,7 +150,7 @@ async def update_config(request: web.Request) -> web.Response:
         wanted = int(wanted)
     if wanted is not None and (isinstance(wanted, float) or not 1 <= wanted <= 36500):
         raise bad_request("retentionDays must be null or an integer between 1 and 36500")
-    pool = request.app["pool"]
+    pool = request.app[keys.POOL]
     days = await pool.fetchval(
         "UPDATE realtime.config SET retention_days = $1 RETURNING retention_days",
         wanted,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.errors import ApiError, error_response
 from pgrealtime.auth import Authenticator, AuthError
 
@@ -74,12 +75,11 @@ async def _admin_only(request: web.Request, handler: Handler) -> web.StreamRespo
     given = credential(request)
     if given is None:
         raise ApiError(401, "AUTH_UNAUTHORIZED", "No admin token provided")
-    authenticator: Authenticator = request.app["authenticator"]
+    authenticator: Authenticator = request.app[keys.AUTHENTICATOR]
     try:
         principal = authenticator.authenticate(given)
     except AuthError as exc:
         raise ApiError(401, "AUTH_INVALID_TOKEN", exc.message) from exc
     if not principal.is_admin:
         raise ApiError(403, "AUTH_FORBIDDEN", "Admin access required")
-    request["principal"] = principal
     return await handler(request)

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api import tables
 
 routes = web.RouteTableDef()
@@ -344,5 +345,5 @@ def document(extra_paths: dict[str, Any] | None = None) -> dict[str, Any]:
 
 @routes.get("/api/realtime/openapi.json")
 async def serve_openapi(request: web.Request) -> web.Response:
-    body = orjson.dumps(document(request.app.get("openapi_extra_paths")))
+    body = orjson.dumps(document(request.app.get(keys.OPENAPI_EXTRA_PATHS)))
     return web.Response(body=body, content_type="application/json")

@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from pgrealtime.api.errors import ApiError, bad_request
-from pgrealtime.timeutil import parse_iso8601
+from pgrealtime.util.timefmt import parse_iso8601
 
 T = TypeVar("T")
 

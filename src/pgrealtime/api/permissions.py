@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.channels import json_response
 
 routes = web.RouteTableDef()
@@ -29,7 +30,7 @@ def unwrap(expression: str | None) -> str | None:
 
 
 async def _policies(request: web.Request, table: str, commands: list[str]) -> list[dict]:
-    rows = await request.app["pool"].fetch(POLICIES_SQL, table, commands)
+    rows = await request.app[keys.POOL].fetch(POLICIES_SQL, table, commands)
     return [
         {
             "policyName": r["policyname"],

@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.channels import json_response
 from pgrealtime.api.errors import ApiError, bad_request
 from pgrealtime.api.params import parse_body
@@ -55,7 +56,7 @@ def _identity_json(schema: str, table: str, identity: str) -> dict[str, Any]:
 async def get_replica_identity(request: web.Request) -> web.Response:
     schema, table = _table(request)
     try:
-        identity = await replica_identity(request.app["pool"], schema, table)
+        identity = await replica_identity(request.app[keys.POOL], schema, table)
     except LookupError as exc:
         raise _not_found(schema, table) from exc
     return json_response(_identity_json(schema, table, identity))
@@ -67,7 +68,7 @@ async def put_replica_identity(request: web.Request) -> web.Response:
     body = await parse_body(request, ReplicaIdentityUpdate)
     try:
         await set_replica_identity_full(
-            request.app["pool"], schema, table, full=body.replicaIdentity == "full"
+            request.app[keys.POOL], schema, table, full=body.replicaIdentity == "full"
         )
     except LookupError as exc:
         raise _not_found(schema, table) from exc

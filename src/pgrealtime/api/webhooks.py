@@ -13,8 +13,9 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from pgrealtime import keys
 from pgrealtime.api.errors import ApiError
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks import store
 
 MESSAGE_NOT_FOUND = "REALTIME_MESSAGE_NOT_FOUND"
@@ -49,7 +50,7 @@ def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
 
 async def list_deliveries(request: web.Request) -> web.Response:
     message_id = _message_id(request)
-    pool: asyncpg.Pool = request.app["pool"]
+    pool: asyncpg.Pool = request.app[keys.POOL]
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         if not await store.message_exists(conn, message_id):
             raise ApiError(404, MESSAGE_NOT_FOUND, "Message not found")
@@ -59,7 +60,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def retry_deliveries(request: web.Request) -> web.Response:
     message_id = _message_id(request)
-    pool: asyncpg.Pool = request.app["pool"]
+    pool: asyncpg.Pool = request.app[keys.POOL]
     async with pool.acquire() as conn, conn.transaction():
         if not await store.message_exists(conn, message_id):
             raise ApiError(404, MESSAGE_NOT_FOUND, "Message not found")

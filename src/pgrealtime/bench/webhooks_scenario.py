@@ -369,7 +369,7 @@ async def baseline_posts(receiver: HookReceiver, count: int, pad: str) -> dict:
                 body_json = orjson.dumps(
                     {"k": PHASE_BASELINE, "w": 0, "s": i, "t": t, "x": pad}
                 ).decode()
-                delivery = hook_payload.Delivery(
+                delivery = hook_payload.WebhookDelivery(
                     id=uuid.uuid4(),
                     url=receiver.url,
                     host="127.0.0.1",

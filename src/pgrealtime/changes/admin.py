@@ -22,6 +22,7 @@ from pgrealtime.changes.feed import (
     set_replica_identity_full,
 )
 from pgrealtime.config import add_connection_flags, settings_from_args
+from pgrealtime.db.target import database
 
 MAX_NAME_BYTES = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1)
 SETTABLE = ("full", "default")
@@ -99,8 +100,6 @@ def cmd_replica_identity(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     name = f"{schema}.{table}"
     try:
-        from pgrealtime.cli import database  # the CLI's, shared by every command
-
         with database(settings) as url:
             print(asyncio.run(run(url, schema, table, args.identity)))
     except LookupError:

@@ -329,7 +329,7 @@ async def visible_rows(
 
 
 @dataclass(slots=True)
-class Delivery(Generic[S]):
+class RoutedChange(Generic[S]):
     """One change, its payload, and who gets it. The server encodes the payload once
     and writes the same frame to every subscriber."""
 
@@ -346,7 +346,7 @@ async def route_batch(
     db: Database,
     changes: Sequence[RowChange],
     candidates: Callable[[str, str], Sequence[S]],
-) -> list[Delivery[S]]:
+) -> list[RoutedChange[S]]:
     """Decide, for a batch of committed changes, which subscribers get which change.
 
     `candidates(schema, table)` returns the server's subscribers of `db:<table>`
@@ -384,12 +384,12 @@ async def route_batch(
         if to_check:
             await _apply_rls(db, schema, table, changes, to_check, chosen)
 
-    deliveries: list[Delivery[S]] = []
+    deliveries: list[RoutedChange[S]] = []
     for i in sorted(chosen):
         if chosen[i]:
             change = changes[i]
             payload = build_payload(change)  # `old` already cut by `revealed`
-            deliveries.append(Delivery(change, payload, chosen[i]))
+            deliveries.append(RoutedChange(change, payload, chosen[i]))
     return deliveries
 
 

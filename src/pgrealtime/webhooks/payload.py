@@ -14,7 +14,7 @@ from uuid import UUID
 
 import orjson
 
-from pgrealtime.timeutil import rfc3339
+from pgrealtime.util.timefmt import rfc3339
 
 USER_AGENT = "pgrealtime-webhooks/1"
 EVENT_HEADER = "X-InsForge-Event"
@@ -27,7 +27,7 @@ _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 @dataclass(frozen=True)
-class Delivery:
+class WebhookDelivery:
     """One claimed delivery and the message it carries."""
 
     id: UUID
@@ -46,7 +46,7 @@ class Delivery:
     channel_secret: str | None = field(default=None, repr=False)
 
 
-def body(delivery: Delivery) -> bytes:
+def body(delivery: WebhookDelivery) -> bytes:
     """The JSON body, in the field order of the specification."""
     return orjson.dumps(
         {
@@ -71,7 +71,7 @@ def header_value(text: str) -> str:
     return quote(text, safe=_HEADER_SAFE)
 
 
-def headers(delivery: Delivery) -> dict[str, str]:
+def headers(delivery: WebhookDelivery) -> dict[str, str]:
     """Headers of every attempt (signing headers are added per attempt)."""
     return {
         "Content-Type": "application/json",

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from pgrealtime.webhooks.payload import Delivery
+from pgrealtime.webhooks.payload import WebhookDelivery
 
 # Only the chosen rows are locked. One another claim holds is skipped; one it has
 # leased meanwhile is no longer due when re-checked, so it is left out too.
@@ -166,7 +166,7 @@ class Claim:
     delivery is due (None when there is none), to know how long to sleep."""
 
     token: uuid.UUID
-    deliveries: list[Delivery]
+    deliveries: list[WebhookDelivery]
     next_due: float | None
 
 
@@ -185,8 +185,8 @@ def rooms(busy: Mapping[str, int], per_host: int) -> tuple[list[str], list[str],
     return saturated, hosts, room
 
 
-def _delivery(row: Mapping[str, Any]) -> Delivery:
-    return Delivery(
+def _delivery(row: Mapping[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
         id=row["id"],
         url=row["url"],
         host=row["host"],

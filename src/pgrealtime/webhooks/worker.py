@@ -44,7 +44,7 @@ from pgrealtime.webhooks.backoff import (
     Outcome,
     backoff_delay,
 )
-from pgrealtime.webhooks.payload import Delivery
+from pgrealtime.webhooks.payload import WebhookDelivery
 from pgrealtime.webhooks.policy import UrlPolicy, url_host
 from pgrealtime.webhooks.recorder import DEFAULT_DELAY, DeliveredRecorder, KeptConnection
 from pgrealtime.webhooks.recovery import DEFAULT_MIN_OUTAGE, HostRecovery
@@ -72,7 +72,7 @@ LEASE_MARGIN = 20.0
 
 @dataclass(slots=True)
 class _Queued:
-    delivery: Delivery
+    delivery: WebhookDelivery
     token: uuid.UUID
     send_by: float  # loop time after which the lease may not cover an attempt
 
@@ -411,7 +411,7 @@ class WebhookWorker:
 
     # -- one delivery ----------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, token: uuid.UUID) -> None:
+    async def _deliver(self, delivery: WebhookDelivery, token: uuid.UUID) -> None:
         task = asyncio.current_task()
         started = asyncio.get_running_loop().time()
         try:
@@ -432,7 +432,7 @@ class WebhookWorker:
                 extra={"delivery_id": str(delivery.id)},
             )
 
-    async def _attempt(self, delivery: Delivery) -> AttemptResult:
+    async def _attempt(self, delivery: WebhookDelivery) -> AttemptResult:
         error = self._check_url(delivery.url)
         if error is not None:
             return AttemptResult(Outcome.FAILED, error=error)
@@ -448,7 +448,7 @@ class WebhookWorker:
         return await self._transport.send(delivery.url, body, headers)
 
     async def _record(
-        self, delivery: Delivery, token: uuid.UUID, result: AttemptResult, started: float
+        self, delivery: WebhookDelivery, token: uuid.UUID, result: AttemptResult, started: float
     ) -> None:
         if result.outcome is Outcome.DELIVERED:
             # noted before the write, so failures recorded meanwhile count as late ones

@@ -1,0 +1,188 @@
+"""`db:<table>` subscriptions: who listens to which table, and delivering change batches.
+
+The change feed hands over committed batches in commit order; routing (filters and
+row-level security, one query per batch per table) lives in pgrealtime.changes. Each
+change's frame is encoded once and written to every subscriber allowed to see it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pgrealtime.auth.principal import Principal
+from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.filters import ChangeFilter
+from pgrealtime.changes.model import RowChange
+from pgrealtime.changes.tables import PublishedTables, TableAllowList
+from pgrealtime.changes.visibility import (
+    RoutedChange,
+    authorize_subscription,
+    route_batch,
+    table_readers,
+)
+from pgrealtime.engine.hub import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class ChangesUnavailable(Exception):
+    """Change notifications are off on this server; the message says why."""
+
+
+@dataclass(eq=False)
+class TableSubscriber:
+    """One `db:` subscription. `claims` are the caller's current claims: a new `auth`
+    frame of the same identity replaces them (`refresh_claims`), since row level
+    security is checked with them on every batch."""
+
+    role: str
+    claims: str
+    filter: ChangeFilter
+    outbox: Outbox
+    key: tuple[str, str] = field(default=("", ""))
+
+
+class DbChannels:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        feed: ChangeFeed | None,
+        publication: str,
+        allowed: TableAllowList | None = None,
+        *,
+        wrap: Callable[[bytes], bytes],
+    ) -> None:
+        self.pool = pool
+        self.wrap = wrap  # the protocol's frame around a change's JSON, once per change
+        self.feed = feed
+        self.publication = publication
+        self.allowed = allowed or None  # an empty list allows every table
+        self.published = PublishedTables()
+        self._by_table: dict[tuple[str, str], set[TableSubscriber]] = {}
+
+    def unavailable_reason(self) -> str | None:
+        if self.feed is None:
+            return "Database change notifications are not enabled on this server"
+        status = self.feed.status()
+        if not status.get("enabled"):
+            return f"Database change notifications are off: {status.get('reason')}"
+        return None
+
+    async def subscribe(
+        self, principal: Principal, channel: str, raw_filter: Any, outbox: Outbox
+    ) -> TableSubscriber:
+        """Authorize and register; raises ChangesUnavailable, FilterError or
+        SubscriptionDenied (each with a `code` for the error frame)."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise ChangesUnavailable(reason)
+        table = await authorize_subscription(
+            self.pool,
+            principal.role,
+            principal.claims_json,
+            channel,
+            raw_filter,
+            publication=self.publication,
+            allowed=self.allowed,
+            published=self.published,
+        )
+        subscriber = TableSubscriber(
+            principal.role, principal.claims_json, table.filter, outbox, (table.schema, table.table)
+        )
+        self._by_table.setdefault(subscriber.key, set()).add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: TableSubscriber) -> None:
+        subscribers = self._by_table.get(subscriber.key)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self._by_table[subscriber.key]
+
+    @staticmethod
+    def refresh_claims(subscriber: TableSubscriber, principal: Principal) -> None:
+        """The caller sent a new token of the same identity: check its rows with the new
+        claims from the next batch on (table privileges belong to the role, which is
+        unchanged, and are checked again on every batch anyway)."""
+        subscriber.role = principal.role
+        subscriber.claims = principal.claims_json
+
+    async def _readers(self, changes: list[RowChange]) -> dict[tuple[str, str], frozenset[str]]:
+        """The roles allowed on each table of the batch that has subscribers, checked now
+        (one query per batch; none when no table of the batch is subscribed to)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for key in {(c.schema, c.table) for c in changes}:
+            subscribers = self._by_table.get(key)
+            if subscribers:
+                wanted[key] = {s.role for s in subscribers}
+        return await table_readers(self.pool, wanted) if wanted else {}
+
+    async def deliver(self, changes: list[RowChange]) -> None:
+        """Route one batch; returning acknowledges it to the feed. Only subscribers whose
+        role may still read the table are candidates (a REVOKE since they subscribed
+        stops their deliveries; a GRANT back resumes them)."""
+        if not self._by_table:
+            return
+        readers = await self._readers(changes)
+        if not readers:
+            return
+
+        def candidates(schema: str, table: str) -> Sequence[TableSubscriber]:
+            roles = readers.get((schema, table))
+            if not roles:
+                return ()
+            return [
+                s
+                for s in self._by_table.get((schema, table), ())
+                if s.role in roles and not s.outbox.closed
+            ]
+
+        for delivery in await route_batch(self.pool, changes, candidates):
+            frame = self.wrap(self._encode(delivery))
+            for subscriber in delivery.subscribers:
+                subscriber.outbox.send(frame)
+
+    def _encode(self, delivery: RoutedChange) -> bytes:
+        """The change's frame, once for all its subscribers. A value orjson will not
+        write (the reader already keeps deep JSON as text; this is the backstop) costs
+        its column, which is left out of `new`/`old` (counted), never the batch."""
+        frame = {
+            "type": "message",
+            "channel": delivery.channel,
+            "event": delivery.change.event,
+            "payload": delivery.payload,
+        }
+        try:
+            return orjson.dumps(frame)
+        except (orjson.JSONEncodeError, TypeError):
+            pass
+        payload = dict(delivery.payload)
+        for part in ("new", "old"):
+            row = payload.get(part)
+            if not isinstance(row, dict):
+                continue
+            kept = {}
+            for column, value in row.items():
+                try:
+                    orjson.dumps(value)
+                except (orjson.JSONEncodeError, TypeError):
+                    self._left_out(delivery, column)
+                    continue
+                kept[column] = value
+            payload[part] = kept
+        frame["payload"] = payload
+        return orjson.dumps(frame)
+
+    def _left_out(self, delivery: RoutedChange, column: str) -> None:
+        change = delivery.change
+        detail = f"column {change.schema}.{change.table}.{column} left out: not encodable"
+        if self.feed is not None and self.feed.skips is not None:
+            self.feed.skips.add("unencodable_columns", detail)
+        else:
+            log.warning("change feed: %s", detail)

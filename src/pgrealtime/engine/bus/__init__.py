@@ -1,0 +1,5 @@
+"""The bus between server processes: how a message stored by one reaches the others.
+
+`base` names what the engine needs from it; `pg_notify` implements it with
+PostgreSQL LISTEN/NOTIFY (the only bus today).
+"""

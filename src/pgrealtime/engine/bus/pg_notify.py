@@ -1,0 +1,165 @@
+"""Deliver messages other writers committed: SQL `realtime.publish()` in an
+application's trigger, or another server process.
+
+A NOTIFY carries '<id>:<origin>'; the row is read from PostgreSQL, the source of
+truth. A NOTIFY of this process's own publishes is skipped (the publisher fans them
+out), except for those whose reply the publisher lost (see deliver_own). Payloads
+that are not '<uuid>:<origin>' are ignored: any role may NOTIFY this channel, and one
+malformed id would fail the whole read. NOTIFY is only a wake-up: if the listening
+connection drops, the server reconnects with backoff for as long as it takes and
+then reads, for every channel someone here watches, the positions past the last one
+handed out, so nothing is lost; Ordering drops any position it has already handed
+out, so nothing is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Callable
+
+import asyncpg
+
+from pgrealtime.engine.messages import SELECT_MESSAGES, stored_message_from_row
+from pgrealtime.engine.ordering import Ordering
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "realtime_message"
+CHANNELS_CHANGED = "realtime_channels"  # a channel row was created, changed or deleted
+# Own publishes whose reply was lost, remembered until their NOTIFY comes (those that
+# never committed are forgotten oldest first).
+UNSETTLED_LIMIT = 10_000
+# what realtime.notify_message() sends: NEW.id::text
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+CATCH_UP_SQL = (
+    SELECT_MESSAGES + " WHERE (channel_name, position) IN ("
+    "SELECT m.channel_name, m.position FROM realtime.messages m"
+    " JOIN unnest($1::text[], $2::bigint[]) AS w(name, after)"
+    " ON m.channel_name = w.name AND m.position > w.after)"
+    " ORDER BY channel_name, position"
+)
+
+
+class Listener:
+    def __init__(
+        self,
+        url: str,
+        delivery: Ordering,
+        origin: str,
+        on_channels_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.delivery = delivery
+        self.origin = origin
+        self.on_channels_changed = on_channels_changed
+        self.connected = asyncio.Event()
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._lost = False
+        self._unsettled: dict[str, None] = {}  # own message ids, in the order given
+        self.outages = 0  # connections lost since start
+        self.ignored = 0  # notifications that were not '<uuid>:<origin>'
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        message_id, _, origin = payload.partition(":")
+        if origin == self.origin:
+            if not self._unsettled or self._unsettled.pop(message_id, 0) is not None:
+                return  # fanned out by the publisher
+        elif _UUID.fullmatch(message_id) is None:
+            self.ignored += 1
+            log.debug("ignored a notification that names no message: %.100r", payload)
+            return
+        self._pending.append(message_id)
+        self._wake.set()
+
+    def deliver_own(self, message_ids: list[str]) -> None:
+        """Publishes of this process whose reply was lost: they may be committed, and
+        were fanned out by no one. Read them now (their NOTIFY may have come and gone)
+        and again when their NOTIFY comes (they may commit later); a message already
+        handed out is dropped by Ordering."""
+        for message_id in message_ids:
+            self._unsettled[message_id] = None
+        while len(self._unsettled) > UNSETTLED_LIMIT:
+            del self._unsettled[next(iter(self._unsettled))]
+        self._pending.extend(message_ids)
+        self._wake.set()
+
+    def _on_channels_changed(self, *_args: object) -> None:
+        if self.on_channels_changed is not None:
+            self.on_channels_changed()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.url)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(CHANNELS_CHANGED, self._on_channels_changed)
+                if self._lost:
+                    caught_up = await self._catch_up(conn)
+                    log.info("listener reconnected; %d messages caught up", caught_up)
+                    self._on_channels_changed()  # changes made meanwhile went unheard
+                self._lost = False
+                self.connected.set()
+                delay = 0.2
+                await self._deliver_loop(conn, lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("listener connection lost: %s", exc)
+            finally:
+                self.connected.clear()
+                if not self._lost:
+                    self._lost = True
+                    self.outages += 1
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+            await asyncio.sleep(delay * (1 + random.random() / 2))
+            delay = min(delay * 2, 10.0)
+
+    async def _deliver_loop(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        while not lost.is_set():
+            waiter = asyncio.create_task(self._wake.wait())
+            lost_waiter = asyncio.create_task(lost.wait())
+            await asyncio.wait({waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            lost_waiter.cancel()
+            self._wake.clear()
+            ids, self._pending = self._pending, []
+            if ids:
+                rows = await conn.fetch(
+                    SELECT_MESSAGES + " WHERE id = ANY($1::uuid[]) ORDER BY position", ids
+                )
+                for row in rows:
+                    self.delivery.deliver(stored_message_from_row(row))
+        raise ConnectionError("listener connection terminated")
+
+    async def _catch_up(self, conn: asyncpg.Connection) -> int:
+        """Everything committed past what each watched channel has seen here."""
+        watched = self.delivery.tracked()
+        if not watched:
+            return 0
+        rows = await conn.fetch(
+            CATCH_UP_SQL, [channel for channel, _ in watched], [after for _, after in watched]
+        )
+        for row in rows:
+            self.delivery.deliver(stored_message_from_row(row))
+        return len(rows)

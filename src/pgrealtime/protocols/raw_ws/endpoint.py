@@ -1,0 +1,224 @@
+"""The aiohttp side of `/realtime`: accept, read frames, hand them to a Session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from pgrealtime import keys
+from pgrealtime.api.errors import error_response
+from pgrealtime.engine.hub import Outbox
+from pgrealtime.protocols.raw_ws.admission import Admission
+from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines, Ticket
+from pgrealtime.protocols.raw_ws.frames import ErrorCode, websocket_close_frame
+from pgrealtime.protocols.raw_ws.keepalive import PING_FRAME, Keepalive
+from pgrealtime.session.core import Session, SessionContext
+
+log = logging.getLogger(__name__)
+
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_NOT_AUTHENTICATED = 4001  # token expired, or no auth within --auth-timeout
+CLOSE_GOING_AWAY = 1001
+SHUTDOWN_REASON = "server shutting down"
+SLOW_CONSUMER_REASON = "slow consumer: send buffer full"
+# A close handshake that has not ended by then (a peer that reads nothing, so the
+# close frame never drains) is cut: aiohttp's own wait for the peer's close frame is
+# 10 s, but nothing bounds its wait for the drain before it.
+CLOSE_GRACE_SECONDS = 15.0
+
+
+class Sessions:
+    """Every live session of this process (for revocation and shutdown)."""
+
+    def __init__(self) -> None:
+        self.live: set[Session] = set()
+        # Shutting down: frames are no longer acted on, so the publishes in flight are
+        # the last ones and can be waited for before the connections are closed.
+        self.draining = False
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection after what is queued for it has been written."""
+        for session in list(self.live):
+            session.close(code, reason)
+
+
+_END_OF_STREAM = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+# Close handshakes in flight, kept from the garbage collector: one set for the
+# process, not one per connection (every idle connection would carry it).
+_CLOSING: set[asyncio.Task] = set()
+
+
+class Connection:
+    """One accepted WebSocket: how its session closes it, how shutdown wakes its
+    handler, and what the heartbeat needs. A slotted object rather than closures over
+    the handler's locals: ~0.9 KB less per connection."""
+
+    __slots__ = ("auth_ticket", "close_with", "handler", "last_heard", "parked", "pinged_at",
+                 "session", "sessions", "transport", "waking", "ws")  # fmt: skip
+
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, sessions: Sessions
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.sessions = sessions
+        handler = asyncio.current_task()
+        assert handler is not None
+        self.handler = handler
+        self.session: Session | None = None
+        self.close_with: tuple[int, str] | None = None  # (code, reason) once asked to close
+        self.parked = False  # waiting in receive()
+        self.waking = False  # we cancelled that wait (not aiohttp, not the loop)
+        self.last_heard = asyncio.get_running_loop().time()
+        self.pinged_at = 0.0
+        self.auth_ticket: Ticket | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        if self.session is not None:
+            self.session.closed()
+        if self.sessions.draining:
+            # Shutting down: the handler closes with the closing handshake (below).
+            if self.close_with is None:
+                self.close_with = (code, reason)
+                if self.parked:  # wake it from receive()
+                    self.waking = True
+                    self.handler.cancel()
+            return
+        task = asyncio.ensure_future(self._close_within(code, reason))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def _close_within(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), CLOSE_GRACE_SECONDS
+            )
+        except TimeoutError:
+            self.transport.abort()
+
+    def on_overflow(self) -> None:
+        """A reader too far behind: drop the connection now. A closing handshake would
+        wait for the peer to read what is buffered (it does not, or it would not be
+        here), keeping the socket and its buffer for as long as the peer stays; the
+        abort frees both at once. The close frame is queued first, for the rare case
+        that it can still go out, but nothing waits for it."""
+        log.info("disconnecting a slow subscriber: send buffer full")
+        if self.session is not None:
+            self.session.closed()
+        transport = self.transport
+        if not transport.is_closing():
+            with contextlib.suppress(Exception):  # it is being dropped anyway
+                transport.write(websocket_close_frame(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON))
+            transport.abort()
+
+    def auth_deadline_passed(self, timeout: float) -> None:
+        session = self.session
+        if session is None or session.principal is not None or session.outbox.closed:
+            return
+        session.send_error(
+            ErrorCode.NOT_AUTHENTICATED,
+            f"Not authenticated within {timeout:g} seconds of connecting: closing",
+        )
+        session.close(CLOSE_NOT_AUTHENTICATED, "authentication timeout")
+
+    def ping(self) -> None:
+        if self.session is not None:
+            self.session.outbox.send(PING_FRAME)
+
+    def cut(self) -> None:
+        """A peer that answers nothing: drop the connection without a handshake (it
+        would not be read); the handler sees the end of the stream and cleans up."""
+        log.info("disconnecting a peer that did not answer a ping")
+        self.transport.abort()
+
+
+async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
+    ctx: SessionContext = request.app[keys.SESSION_CONTEXT]
+    sessions: Sessions = request.app[keys.SESSIONS]
+    keepalive: Keepalive = request.app[keys.KEEPALIVE]
+    admission: Admission = request.app[keys.ADMISSION]
+    ip = request.remote or ""
+    refused = admission.admit(ip)
+    if refused is not None:
+        return error_response(*refused)
+    try:
+        return await _serve(request, ctx, sessions, keepalive)
+    finally:
+        admission.release(ip)
+
+
+async def _serve(
+    request: web.Request, ctx: SessionContext, sessions: Sessions, keepalive: Keepalive
+) -> web.StreamResponse:
+    settings = request.app[keys.SETTINGS]
+    ws = web.WebSocketResponse(
+        compress=False,
+        # pings and pongs come to this handler: the heartbeat is process-wide
+        # (protocols/raw_ws/keepalive.py) instead of aiohttp's timer per connection
+        autoping=False,
+        # frames up to 4x the limit are read and refused with an error frame; beyond
+        # that aiohttp closes the connection (1009) without reading it all
+        max_msg_size=max(4 * settings.max_frame_bytes, 64 * 1024),
+    )
+    try:
+        await ws.prepare(request)  # checks the upgrade headers, then answers 101
+    except web.HTTPException as exc:  # not an upgrade request: nothing was written yet
+        return error_response(exc.status, "HTTP_ERROR", "Expected a WebSocket upgrade request")
+    transport = request.transport
+    assert transport is not None
+    conn = Connection(ws, transport, sessions)
+    outbox = Outbox(ctx.hub, transport, conn.on_overflow)
+    session = conn.session = Session(ctx, outbox, conn.close)
+    sessions.live.add(session)
+    keepalive.add(conn)
+    deadlines: AuthDeadlines = request.app[keys.AUTH_DEADLINES]
+    conn.auth_ticket = deadlines.add(conn)
+    if sessions.draining:  # upgraded while the server was closing the others
+        session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
+    loop = asyncio.get_running_loop()
+    try:
+        while conn.close_with is None:
+            conn.parked = True
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                if not conn.waking:
+                    raise
+                conn.handler.uncancel()
+                break
+            finally:
+                conn.parked = False
+            conn.last_heard = loop.time()
+            if msg.type in _END_OF_STREAM:
+                break
+            if msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type == WSMsgType.PONG or sessions.draining:
+                continue  # draining: shutting down, nothing new is started
+            if msg.type == WSMsgType.TEXT:
+                await session.handle_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                try:
+                    text = msg.data.decode()
+                except UnicodeDecodeError:
+                    session.send_error(ErrorCode.MALFORMED_FRAME, "Frame is not valid UTF-8")
+                    continue
+                await session.handle_text(text)
+        if conn.close_with is not None and not ws.closed:
+            # Send the close frame after what was written, then read (and drop) until
+            # the client's close frame: closing the socket while a client is still
+            # sending would reset the connection, and the client could lose the replies
+            # and messages written just before.
+            code, reason = conn.close_with
+            await ws.close(code=code, message=reason.encode())
+    finally:
+        keepalive.discard(conn)
+        if conn.auth_ticket is not None:
+            conn.auth_ticket.cancel()
+        sessions.live.discard(session)
+        session.closed()
+    return ws

@@ -1,1 +1,0 @@
-"""The WebSocket protocol: frames (pure), sessions (rules), and the aiohttp endpoint."""
