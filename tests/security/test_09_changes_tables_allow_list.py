@@ -1,5 +1,5 @@
 """Finding 9: an operator decides which tables `db:` channels may publish
-(`--changes-tables`), and a table known to be published costs no second round trip.
+(`--changes-tables`); a table dropped and created again is published again.
 
 Before the fix, any role with SELECT on a table added it to the publication for good,
 and every subscribe ran the publish check again.
@@ -48,11 +48,31 @@ async def test_only_listed_tables_are_published(server: Server) -> None:
         ok = await client.subscribe("db:allowed_posts")
         assert ok["type"] == "subscribed", ok
     assert await _published(server) == {"public.allowed_posts"}
-    # the second subscribe found it in the cache; changes still flow
-    assert ("public", "allowed_posts") in server.app[keys.SESSION_CONTEXT].db_channels.published
     await server.db.execute("INSERT INTO allowed_posts VALUES (1)")
     frame = await client.expect("message", timeout=20)
     assert frame["payload"]["new"] == {"id": 1}
+
+
+async def test_a_table_created_again_is_published_again(server: Server) -> None:
+    """Dropping a table takes it out of the publication: the next subscriber to the new
+    table of that name must put it back (a remembered "published" would not)."""
+    create = """
+        CREATE TABLE public.allowed_items (id int PRIMARY KEY);
+        GRANT SELECT ON public.allowed_items TO authenticated;
+    """
+    await server.db.execute(create)
+    await server.wait_streaming()
+    first = await server.connect(server.token())
+    assert (await first.subscribe("db:allowed_items"))["type"] == "subscribed"
+    await server.db.execute("DROP TABLE public.allowed_items")
+    assert "public.allowed_items" not in await _published(server)
+    await server.db.execute(create)
+    second = await server.connect(server.token())
+    assert (await second.subscribe("db:allowed_items"))["type"] == "subscribed"
+    assert "public.allowed_items" in await _published(server)
+    await server.db.execute("INSERT INTO allowed_items VALUES (7)")
+    frame = await second.expect("message", timeout=20)
+    assert frame["payload"]["new"] == {"id": 7}
 
 
 def test_flag_and_patterns(monkeypatch: pytest.MonkeyPatch) -> None:

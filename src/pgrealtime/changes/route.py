@@ -19,7 +19,7 @@ from pgrealtime.auth.principal import Principal
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.tables import PublishedTables, TableAllowList
+from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.changes.visibility import (
     RoutedChange,
     authorize_subscription,
@@ -63,7 +63,6 @@ class DbChannels:
         self.feed = feed
         self.publication = publication
         self.allowed = allowed or None  # an empty list allows every table
-        self.published = PublishedTables()
         self._by_table: dict[tuple[str, str], set[TableSubscriber]] = {}
 
     def unavailable_reason(self) -> str | None:
@@ -90,7 +89,6 @@ class DbChannels:
             raw_filter,
             publication=self.publication,
             allowed=self.allowed,
-            published=self.published,
         )
         subscriber = TableSubscriber(
             principal.role, principal.claims_json, table.filter, outbox, (table.schema, table.table)

@@ -1,16 +1,14 @@
-"""Which tables `db:` channels may publish, and which are known to be published.
+"""Which tables `db:` channels may publish.
 
 `TableAllowList` is the operator's `--changes-tables`: only tables it names are ever
 added to the publication; an empty list allows any table the caller may SELECT.
-`PublishedTables` remembers, per table, that it is in the publication (with a usable
-replica identity), so further subscribes to it skip that round trip; only the
-caller's own privilege and RLS check stays per subscribe. Entries expire, so a table
-an operator took out of the publication is added again within `ttl` seconds.
+Whether a table is in the publication is asked on every subscribe, never remembered:
+a table dropped and created again under the same name has left the publication, and
+a remembered "published" would leave its new subscribers with no changes at all.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
@@ -53,26 +51,3 @@ class TableAllowList:
         if not self.patterns:
             return True
         return any(fnmatchcase(schema, s) and fnmatchcase(table, t) for s, t in self.patterns)
-
-
-class PublishedTables:
-    """(schema, table) -> known to be in the publication until a deadline."""
-
-    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._until: dict[tuple[str, str], float] = {}
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._until[key]
-            return False
-        return True
-
-    def add(self, key: tuple[str, str]) -> None:
-        if len(self._until) >= self.max_entries:
-            self._until.clear()  # bounded; the next subscribes simply ask again
-        self._until[key] = time.monotonic() + self.ttl

@@ -47,7 +47,7 @@ from pgrealtime.auth import ROLES
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload, revealed
-from pgrealtime.changes.tables import PublishedTables, TableAllowList, unpublishable_schema
+from pgrealtime.changes.tables import TableAllowList, unpublishable_schema
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +256,12 @@ async def authorize_subscription(
     publication: str | None = "pgrealtime",
     excluded_schemas: frozenset[str] = frozenset({"realtime"}),
     allowed: TableAllowList | None = None,
-    published: PublishedTables | None = None,
 ) -> TableSubscription:
     """Everything the subscribe handler does for a `db:<table>` channel: validate the
     filter, check the table is `allowed` (the operator's list; before any round trip)
     and the caller may read it, then (as the server's own role, with `db`, which must
     be the server's pool) make sure the table is in `publication` (None: leave the
-    publication alone), unless `published` remembers it is.
+    publication alone).
 
     Raises FilterError (code INVALID_FILTER) for a bad filter, else a SubscriptionDenied:
     itself (REALTIME_UNAUTHORIZED) when the table may not be read or does not exist,
@@ -287,12 +286,9 @@ async def authorize_subscription(
         raise TableNotFound(f"table {flt.schema}.{table} does not exist")
     if status != "ok":
         raise SubscriptionDenied()
-    key = (flt.schema, table)
-    if publication is not None and (published is None or key not in published):
+    if publication is not None:
         # a separate statement: authorize_table has reset the role to the server's own
-        if await publish_table(db, publication, flt.schema, table) != "no_publication":
-            if published is not None:
-                published.add(key)
+        await publish_table(db, publication, flt.schema, table)
     return TableSubscription(flt.schema, table, flt)
 
 
