@@ -1,0 +1,31 @@
+"""The database a command works on: the configured URL, or the embedded PostgreSQL of
+the data directory for the duration of the command."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from pgrealtime.config import Settings
+from pgrealtime.db.embedded import EmbeddedPostgres
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL URL, or the embedded server of the data directory for
+    the duration. An embedded server that was already running (a `pgrealtime serve`
+    using it) is left running afterwards."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
+    was_running = (embedded.pgdata / "postmaster.pid").exists() and embedded.is_running()
+    if not was_running:
+        print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        if not was_running:
+            embedded.stop()
