@@ -221,6 +221,15 @@ def make_settings(**overrides: Any) -> Settings:
         "heartbeat_seconds": 5.0,
         "db_pool_size": 5,
         "changes": False,  # a replication slot per test only where a test needs one
+        # Off here, on by default: tests publish, subscribe and connect from loopback
+        # faster and more often than one client should; a test of a limit sets it.
+        "publish_rate": 0,
+        "max_subscriptions": 0,
+        "user_publish_rate": 0,
+        "user_publish_bytes_rate": 0,
+        "frame_rate": 0,
+        "subscribe_rate": 0,
+        "max_connections_per_ip": 0,
     }
     values.update(overrides)
     return Settings(**values)

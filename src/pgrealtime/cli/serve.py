@@ -1,20 +1,16 @@
-"""Command line: `pgrealtime serve | migrate | token`."""
+"""`pgrealtime serve`: run the server (the banner, the file limit, the collector)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
-import logging
 import resource
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-
 from pgrealtime import __version__, keys
-from pgrealtime.auth import ROLES
+from pgrealtime.cli.database import database
 from pgrealtime.config import (
     Settings,
     add_connection_flags,
@@ -22,19 +18,25 @@ from pgrealtime.config import (
     ensure_secrets,
     settings_from_args,
 )
-from pgrealtime.db.target import database
-
-log = logging.getLogger("pgrealtime")
 
 DESCRIPTION = """\
-pgrealtime: realtime channels, WebSocket pub/sub and PostgreSQL change notifications,
-with permissions decided by your PostgreSQL row-level-security policies.
-
-Quick start (no database needed; an embedded PostgreSQL is started for you):
-  pgrealtime serve                      # prints the API key and where data lives
-  pgrealtime token --sub $(python3 -c 'import uuid; print(uuid.uuid4())')
-Every flag can also be set with a PGREALTIME_* environment variable (see --help of each).
+Run the server: WebSocket pub/sub on /realtime, the REST API on /api/realtime, and
+db:<table> change notifications. Without --database-url an embedded PostgreSQL is
+started in the data directory. Every flag can also be set with the PGREALTIME_*
+variable named in its help; a flag given here wins.
 """
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_flags(serve)
+    add_server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
 
 
 def _raise_fd_limit() -> None:
@@ -133,93 +135,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop=loop,
         )
     return 0
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    from pgrealtime.db.migrate import apply_migrations
-
-    settings = settings_from_args(args)
-
-    async def run(url: str) -> list[str]:
-        conn = await asyncpg.connect(url)
-        try:
-            return await apply_migrations(conn)
-        finally:
-            await conn.close()
-
-    with database(settings) as url:
-        applied = asyncio.run(run(url))
-    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
-    return 0
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from pgrealtime.auth import mint_token
-
-    if args.expires_in <= 0:
-        print("error: --expires-in (--ttl) must be a positive number of seconds", file=sys.stderr)
-        return 2
-    settings = settings_from_args(args)
-    ensure_secrets(settings)
-    assert settings.jwt_secret is not None
-    try:
-        token = mint_token(
-            settings.jwt_secret,
-            role=args.role,
-            sub=args.sub,
-            email=args.email,
-            expires_in=args.expires_in,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(token)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pgrealtime",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"pgrealtime {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the server")
-    add_connection_flags(serve)
-    add_server_flags(serve)
-    serve.set_defaults(func=cmd_serve)
-
-    migrate = commands.add_parser("migrate", help="apply the database schema and exit")
-    add_connection_flags(migrate)
-    migrate.set_defaults(func=cmd_migrate)
-
-    token = commands.add_parser("token", help="print a client token signed with the JWT secret")
-    add_connection_flags(token)
-    token.add_argument("--role", default="authenticated",
-                       choices=list(ROLES))  # fmt: skip
-    token.add_argument("--sub", help="the user's UUID (required for role authenticated)")
-    token.add_argument("--email", help="optional email claim")
-    token.add_argument("--expires-in", "--ttl", dest="expires_in", type=int, default=3600,
-                       help="seconds until the token's exp (default 3600; the server "
-                       "refuses user and admin tokens without exp)")  # fmt: skip
-    token.set_defaults(func=cmd_token)
-
-    from pgrealtime.changes.admin import add_replica_identity_parser
-
-    add_replica_identity_parser(commands)
-
-    from pgrealtime.bench import add_bench_parser
-
-    add_bench_parser(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

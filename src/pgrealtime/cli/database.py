@@ -1,6 +1,5 @@
-"""The database a command works on: the configured URL, or the embedded server of the
-data directory for the duration. Shared by every command (serve, migrate,
-replica-identity), so it lives below them and none imports another to get it."""
+"""The database a command works on: the configured URL, or the embedded PostgreSQL of
+the data directory for the duration of the command."""
 
 from __future__ import annotations
 

@@ -1,0 +1,110 @@
+"""The settings a server runs with, and its secrets.
+
+`Settings` has one attribute per option of the options table (options.py), with the
+table's default: a `Settings()` built in code runs with the same limits as `pgrealtime
+serve`. Secrets that are not given are generated once and kept in the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgrealtime.config.options import API_KEY_PREFIX, default
+
+SECRETS_FILE = "secrets.json"
+
+
+def _d(name: str) -> Any:
+    """The table's default of an option, as a dataclass field: a fresh value for each
+    Settings (so ruff's RUF009, against shared mutable defaults, does not apply)."""
+    return field(default_factory=lambda: default(name))
+
+
+@dataclass
+class Settings:
+    """One attribute per option (see options.py for what each means and its default)."""
+
+    host: str = _d("host")
+    port: int = _d("port")
+    database_url: str | None = _d("database_url")
+    data_dir: Path = _d("data_dir")  # noqa: RUF009
+    jwt_secret: str | None = _d("jwt_secret")
+    api_key: str | None = _d("api_key")
+    jwt_require_exp: bool = _d("jwt_require_exp")
+    embedded_port: int = _d("embedded_port")
+    max_frame_bytes: int = _d("max_frame_bytes")
+    send_buffer_bytes: int = _d("send_buffer_bytes")
+    flush_interval_ms: float = _d("flush_interval_ms")
+    max_recover: int = _d("max_recover")
+    max_recover_bytes: int = _d("max_recover_bytes")
+    max_concurrent_recoveries: int = _d("max_concurrent_recoveries")
+    heartbeat_seconds: float = _d("heartbeat_seconds")
+    publish_rate: float = _d("publish_rate")
+    publish_burst: float = _d("publish_burst")
+    max_subscriptions: int = _d("max_subscriptions")
+    user_publish_rate: float = _d("user_publish_rate")
+    user_publish_bytes_rate: float = _d("user_publish_bytes_rate")
+    max_payload_bytes: int = _d("max_payload_bytes")
+    publish_batch_bytes: int = _d("publish_batch_bytes")
+    frame_rate: float = _d("frame_rate")
+    frame_burst: float = _d("frame_burst")
+    subscribe_rate: float = _d("subscribe_rate")
+    subscribe_burst: float = _d("subscribe_burst")
+    max_connections_per_ip: int = _d("max_connections_per_ip")
+    max_connections: int = _d("max_connections")
+    auth_timeout_seconds: float = _d("auth_timeout_seconds")
+    retention_interval_seconds: float = _d("retention_interval_seconds")
+    db_pool_size: int = _d("db_pool_size")
+    log_level: str = _d("log_level")
+    log_format: str = _d("log_format")
+    webhook_secret: str | None = _d("webhook_secret")
+    webhook_allow_private_networks: bool = _d("webhook_allow_private_networks")
+    webhook_allowed_hosts: list[str] = _d("webhook_allowed_hosts")  # noqa: RUF009
+    webhook_timeout_seconds: float = _d("webhook_timeout_seconds")
+    webhook_retry_hours: float = _d("webhook_retry_hours")
+    webhook_per_host_concurrency: int = _d("webhook_per_host_concurrency")
+    changes: bool = _d("changes")
+    replication_slot: str = _d("replication_slot")
+    publication: str = _d("publication")
+    changes_max_failures: int = _d("changes_max_failures")
+    changes_tables: list[str] = _d("changes_tables")  # noqa: RUF009
+
+
+def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
+    """Fill in a missing JWT secret and API key (and, with `webhook`, webhook signing
+    secret) from the data directory, generating and storing them on first use, so
+    webhooks are signed even when nobody configured a secret. Returns the names of
+    the generated ones."""
+    wanted = {"jwt_secret": settings.jwt_secret, "api_key": settings.api_key}
+    if webhook:
+        wanted["webhook_secret"] = settings.webhook_secret
+    if all(wanted.values()):
+        return []
+    path = settings.data_dir / SECRETS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    generated = []
+    for name, given in wanted.items():
+        if given or stored.get(name):
+            continue
+        if name == "api_key":
+            stored[name] = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        else:
+            stored[name] = secrets.token_urlsafe(48 if name == "jwt_secret" else 32)
+        generated.append(name)
+    if generated:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(stored, indent=2))
+        tmp.replace(path)
+    settings.jwt_secret = settings.jwt_secret or stored["jwt_secret"]
+    settings.api_key = settings.api_key or stored["api_key"]
+    if webhook:
+        settings.webhook_secret = settings.webhook_secret or stored["webhook_secret"]
+    return generated
