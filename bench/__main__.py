@@ -1,7 +1,7 @@
-"""python -m pgrealtime.bench <scenario> [flags]"""
+"""python -m bench <scenario> [flags] (from the repository root)"""
 
 import sys
 
-from pgrealtime.bench.command import main
+from bench.command import main
 
 sys.exit(main())
