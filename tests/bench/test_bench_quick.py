@@ -146,3 +146,14 @@ def test_files_are_written(tmp_path) -> None:
         assert any("matplotlib" in n for n in run["notes"])
     else:
         assert list(tmp_path.glob("fanout-*.png"))
+
+
+def test_pgrealtime_bench_finds_the_checkout_from_any_directory(tmp_path) -> None:
+    """The product CLI's thin entry runs the repository's bench/ (the baseline process
+    included) whatever the working directory."""
+    cmd = [sys.executable, "-m", "pgrealtime.cli", "bench", "publish", "--quick"]
+    cmd += ["--target", "baseline", "--no-files", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    check("publish", run, "baseline")
