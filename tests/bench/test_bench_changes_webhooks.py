@@ -13,26 +13,29 @@ import json
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
 
-from pgrealtime.bench.changes_scenario import (
+from bench.harness.targets import server_available
+from bench.scenarios.changes import (
     DB_OWNED,
     PHASE_RLS,
     ChangeRecorder,
     ChangeSession,
 )
-from pgrealtime.bench.servers import server_available
-from pgrealtime.bench.webhooks_scenario import HookReceiver
+from bench.scenarios.webhooks import HookReceiver
 from pgrealtime.webhooks.payload import ATTEMPT_HEADER, DELIVERY_ID_HEADER
+
+ROOT = Path(__file__).resolve().parents[2]  # `python -m bench` runs from the repository root
 
 
 def run_quick(scenario: str, *extra: str) -> dict:
     """One `--quick --json` run in a subprocess (it pins cpus and runs its own loop)."""
-    cmd = [sys.executable, "-m", "pgrealtime.bench", scenario, "--quick", "--json", "--no-files"]
-    proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "bench", scenario, "--quick", "--json", "--no-files"]
+    proc = subprocess.run([*cmd, *extra], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -11,10 +11,13 @@ import functools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from pgrealtime.bench.servers import server_available
+from bench.harness.targets import server_available
+
+ROOT = Path(__file__).resolve().parents[2]  # `python -m bench` runs from the repository root
 
 SCENARIOS = ["fanout", "channels", "publish", "idle", "connect"]
 MESSAGE_SCENARIOS = {"fanout", "channels", "publish"}
@@ -29,14 +32,14 @@ def run_quick(scenario: str, *extra: str) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "pgrealtime.bench",
+        "bench",
         scenario,
         "--quick",
         "--json",
         "--no-files",
         *extra,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -96,14 +99,14 @@ def test_table_is_printed() -> None:
     cmd = [
         sys.executable,
         "-m",
-        "pgrealtime.bench",
+        "bench",
         "publish",
         "--quick",
         "--target",
         "baseline",
         "--no-files",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for text in (
@@ -123,7 +126,7 @@ def test_files_are_written(tmp_path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "pgrealtime.bench",
+        "bench",
         "fanout",
         "--quick",
         "--target",
@@ -131,7 +134,7 @@ def test_files_are_written(tmp_path) -> None:
         "--output-dir",
         str(tmp_path),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     results = list(tmp_path.glob("fanout-*.json"))
     assert len(results) == 1
@@ -143,3 +146,14 @@ def test_files_are_written(tmp_path) -> None:
         assert any("matplotlib" in n for n in run["notes"])
     else:
         assert list(tmp_path.glob("fanout-*.png"))
+
+
+def test_pgrealtime_bench_finds_the_checkout_from_any_directory(tmp_path) -> None:
+    """The product CLI's thin entry runs the repository's bench/ (the baseline process
+    included) whatever the working directory."""
+    cmd = [sys.executable, "-m", "pgrealtime.cli", "bench", "publish", "--quick"]
+    cmd += ["--target", "baseline", "--no-files", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(proc.stdout.strip().splitlines()[-1])
+    check("publish", run, "baseline")

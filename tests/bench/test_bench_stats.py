@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pgrealtime.bench.stats import SequenceTracker, percentile, ratio, summarize_ns
+from bench.harness.stats import SequenceTracker, percentile, ratio, summarize_ns
 
 
 def test_percentile_nearest_rank() -> None:

@@ -33,7 +33,8 @@ from typing import Any
 
 import orjson
 
-from pgrealtime.bench.loadgen import SendStats, now_ns, run_schedule
+from bench.harness.database import SqlWriters
+from bench.harness.loadgen import SendStats, now_ns, run_schedule
 
 READY_WAIT_S = 60.0  # connecting, and the parent's start time: each bounded by this
 CLOSE_S_PER_WRITER = 5.0  # SqlWriters.close closes each connection within this
@@ -45,7 +46,9 @@ class WriterPlan:
 
     url: str
     writers: int
-    phase: int  # PHASE_DB (one INSERT per transaction) or PHASE_SQL (realtime.publish())
+    one: str  # the statement per row: an INSERT of (writer, seq, sent_ns, pad), or a publish
+    many: str | None  # the same statement over arrays (group commit); None: one per transaction
+    channel: str | None  # None: rows for the INSERT; else realtime.publish() on this channel
     rate: float  # rows/s, round robin over the writers
     seconds: float  # length of the schedule: warm-up + measured window
     drain: float  # time allowed to commit what is still queued at the end
@@ -170,23 +173,10 @@ def child_main(plan: WriterPlan, done: Any, conn: Any) -> None:
 
 
 async def _run(plan: WriterPlan, done: Any, conn: Any) -> None:
-    # imported here: that module imports this one
-    from pgrealtime.bench.changes_scenario import (
-        INSERT_ROW,
-        PHASE_DB,
-        PUBLISH_ROW,
-        PUBLISH_ROWS,
-        SQL_CHANNEL,
-        SqlWriters,
-    )
-
     parent = multiprocessing.parent_process()
     if parent is not None:  # readable once the parent is gone: nobody to report to
         asyncio.get_running_loop().add_reader(parent.sentinel, os._exit, 2)
-    if plan.phase == PHASE_DB:  # one row per transaction
-        writers = SqlWriters(plan.url, plan.writers, INSERT_ROW, done_counter=done)
-    else:
-        writers = SqlWriters(plan.url, plan.writers, PUBLISH_ROW, PUBLISH_ROWS, done_counter=done)
+    writers = SqlWriters(plan.url, plan.writers, plan.one, plan.many, done_counter=done)
     await writers.start()
     conn.send("ready")
     # blocking is fine: nothing else runs yet, and the parent's exit ends the wait too
@@ -202,10 +192,12 @@ async def _run(plan: WriterPlan, done: Any, conn: Any) -> None:
         w = k % writers.count
         seq = seqs[w]
         seqs[w] = seq + 1
-        if plan.phase == PHASE_DB:
+        if plan.channel is None:
             writers.submit(w, due, w, seq, due, pad)
         else:
-            writers.submit(w, due, SQL_CHANNEL, orjson.dumps({"w": w, "s": seq, "t": due}).decode())
+            writers.submit(
+                w, due, plan.channel, orjson.dumps({"w": w, "s": seq, "t": due}).decode()
+            )
 
     try:
         await run_schedule(plan.rate, plan.seconds, start_ns, send, stats)

@@ -1,4 +1,5 @@
-"""`pgrealtime bench <scenario>`: flags, and one run from start to report."""
+"""`python -m bench <scenario>` (and `pgrealtime bench` in a source checkout): the flags,
+and one run from start to report."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from pgrealtime.bench import report, scenarios, servers
-from pgrealtime.bench.baseline import raise_nofile_limit
-from pgrealtime.bench.procstat import cpu_layout
+from bench import report, scenarios
+from bench.harness import targets
+from bench.harness.baseline import raise_nofile_limit
+from bench.harness.procstat import cpu_layout
 
-SCENARIO_NAMES = [*scenarios.SCENARIOS, "all"]
+SCENARIO_NAMES = [*scenarios.NAMES, "all"]
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -23,7 +25,7 @@ def _rates(text: str) -> tuple[float, ...]:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    """The bench flags, shared by `pgrealtime bench` and `python -m pgrealtime.bench`."""
+    """The bench flags, shared by `python -m bench` and `pgrealtime bench`."""
     p.add_argument(
         "scenario",
         choices=SCENARIO_NAMES,
@@ -127,25 +129,13 @@ SIZE_FLAGS = [
 ]
 
 
-def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bench` to a CLI's subcommands; the handler is `run_bench(args)`."""
-    p = subparsers.add_parser(
-        "bench",
-        help="load-test pgrealtime against a minimal aiohttp baseline",
-        description="Drive pgrealtime (and a minimal aiohttp broadcast baseline) over real "
-        "WebSocket connections and print latency, throughput, CPU and memory.",
-    )
-    configure_parser(p)
-    p.set_defaults(func=run_bench)
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """Run the chosen scenario(s); 0 when every delivery was correct, 1 otherwise."""
     raise_nofile_limit()
     layout = None if args.no_pin else cpu_layout()
     if layout is not None:
         os.sched_setaffinity(0, layout[0])
-    names = list(scenarios.SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = list(scenarios.NAMES) if args.scenario == "all" else [args.scenario]
     status = 0
     for name in names:
         run = _run_loop(_run_scenario(name, args, layout))
@@ -230,15 +220,15 @@ async def _run_scenario(name: str, args: argparse.Namespace, layout) -> dict:
         target = None
         try:
             if kind == "baseline":
-                target = await servers.start_baseline(server_cpus)
+                target = await targets.start_baseline(server_cpus)
             elif args.url:
                 if not args.jwt_secret:
                     raise SystemExit("--url needs --jwt-secret")
-                target = await servers.attach(
+                target = await targets.attach(
                     args.url, args.jwt_secret, args.api_key, args.server_pid
                 )
             else:
-                target = await servers.start_server(
+                target = await targets.start_server(
                     args.database_url, server_cpus, all_cpus, scenarios.SERVER_ARGS.get(name)
                 )
             print(
@@ -253,7 +243,7 @@ async def _run_scenario(name: str, args: argparse.Namespace, layout) -> dict:
                     "none": "none",
                 }[target.postgres_scope]
                 run["notes"].append(f"server: PostgreSQL CPU counts {scope}")
-            result = await scenarios.SCENARIOS[name](target, sizes)
+            result = await scenarios.load(name).run(target, sizes)
             if name in scenarios.OWN_BASELINE:
                 run["results"].update(result)
             else:
@@ -265,15 +255,20 @@ async def _run_scenario(name: str, args: argparse.Namespace, layout) -> dict:
                 print(f"[bench] {kind} log tail:\n{target.log_tail()}", file=sys.stderr)
         finally:
             if target is not None:
-                servers.stop(target)
+                targets.stop(target)
     if args.url and args.server_pid is None:
         run["notes"].append("no --server-pid: server CPU and memory not measured")
     return run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pgrealtime.bench", description="pgrealtime load generator"
-    )
+DESCRIPTION = (
+    "Drive pgrealtime (and a minimal aiohttp broadcast baseline) over real WebSocket "
+    "connections and print latency, throughput, CPU and memory."
+)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    """Parse `argv` (default: the command line) and run; the exit status."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     configure_parser(parser)
     return run_bench(parser.parse_args(argv))

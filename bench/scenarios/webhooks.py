@@ -42,18 +42,12 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from pgrealtime.bench.changes_scenario import (
-    PUBLISH_ROW,
-    PUBLISH_ROWS,
-    SqlWriters,
-    Window,
-    database_url,
-    wait_until,
-)
-from pgrealtime.bench.loadgen import SendStats, now_ns, run_schedule
-from pgrealtime.bench.scenarios import Sizes, _sleep_until, quiet_gc
-from pgrealtime.bench.servers import Target
-from pgrealtime.bench.stats import summarize_ns
+from bench.harness.database import PUBLISH_ROW, PUBLISH_ROWS, SqlWriters, database_url
+from bench.harness.loadgen import SendStats, now_ns, run_schedule
+from bench.harness.measure import Window, quiet_gc, sleep_until, wait_until
+from bench.harness.sizes import Sizes
+from bench.harness.stats import summarize_ns
+from bench.harness.targets import Target
 from pgrealtime.webhooks import payload as hook_payload
 
 HOOK_PATTERN = "bench:hook:*"
@@ -61,6 +55,11 @@ HOOK_CHANNEL = "bench:hook:0"
 PHASE_RATE, PHASE_OUTAGE, PHASE_BASELINE = 0, 1, 2
 TARGET_PER_S = 1000.0
 PER_HOST = 8  # baseline requests in flight (the worker's former per-host limit; kept)
+
+DEFAULTS = dict(publishers=4, rates=(1500, 200), warmup=2.0, duration=10.0, drain=60.0)
+QUICK = dict(
+    publishers=2, rates=(200, 50), warmup=0.3, duration=1.5, drain=30.0, outage_seconds=3.0
+)
 
 
 class HookReceiver:
@@ -301,11 +300,11 @@ async def outage_phase(
     marks: dict[str, float] = {}
 
     async def outage() -> None:
-        await _sleep_until(down_at)
+        await sleep_until(down_at)
         marks["received_before"] = receiver.phase_unique.get(PHASE_OUTAGE, 0)
         await receiver.stop()
         marks["down_ns"] = now_ns()
-        await _sleep_until(up_at)
+        await sleep_until(up_at)
         await receiver.start()
         marks["up_ns"] = now_ns()
         stored = sum(writers.committed)

@@ -42,7 +42,7 @@ import re
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,18 +51,15 @@ import aiohttp
 import asyncpg
 import orjson
 
-from pgrealtime.bench import fastws
-from pgrealtime.bench.loadgen import (
-    Recorder,
-    Session,
-    bounded_gather,
-    now_ns,
-)
-from pgrealtime.bench.procstat import ServerProbe, cpu_seconds, own_cpu_seconds
-from pgrealtime.bench.scenarios import Sizes, _close_all, _other_pct, _sleep_until, quiet_gc
-from pgrealtime.bench.servers import Target
-from pgrealtime.bench.stats import SequenceTracker, summarize_ns
-from pgrealtime.bench.writer_process import WriterPlan, WriterProcess
+from bench.harness import fastws
+from bench.harness.database import PUBLISH_ROW, PUBLISH_ROWS, database_url
+from bench.harness.loadgen import Recorder, Session, bounded_gather, close_all, now_ns
+from bench.harness.measure import Window, quiet_gc, wait_for_arrivals, wait_until
+from bench.harness.procstat import ServerProbe
+from bench.harness.sizes import Sizes
+from bench.harness.stats import SequenceTracker, summarize_ns
+from bench.harness.targets import Target
+from bench.harness.writer_process import WriterPlan, WriterProcess
 
 ROWS_TABLE = "bench_rows"
 OWNED_TABLE = "bench_owned"
@@ -74,6 +71,19 @@ P99_TARGET_MS = 50.0
 RLS_TARGET_PER_S = 10_000.0
 RLS_ROWS_PER_INSERT = 1000  # one transaction writes at most this many rows
 RLS_BATCHES_OUTSTANDING = 8  # = the reader's batches in flight: lets the server join them
+
+DEFAULTS = dict(
+    subscribers=100,
+    publishers=16,
+    rates=(1000,),
+    warmup=2.0,
+    duration=10.0,
+    drain=30.0,
+    rls_subscribers=1000,
+)
+QUICK = dict(
+    subscribers=5, publishers=2, rates=(100,), warmup=0.3, duration=1.0, rls_subscribers=20
+)
 
 SETUP_SQL = f"""
 DROP TABLE IF EXISTS public.{ROWS_TABLE}, public.{OWNED_TABLE};
@@ -93,10 +103,6 @@ GRANT SELECT ON public.{OWNED_TABLE} TO authenticated;
 """
 DROP_SQL = f"DROP TABLE IF EXISTS public.{ROWS_TABLE}, public.{OWNED_TABLE}"
 INSERT_ROW = f"INSERT INTO public.{ROWS_TABLE} (writer, seq, sent_ns, pad) VALUES ($1, $2, $3, $4)"
-PUBLISH_ROW = "SELECT realtime.publish($1, 'tick', $2::jsonb)"
-PUBLISH_ROWS = (
-    "SELECT count(realtime.publish(c, 'tick', p)) FROM unnest($1::text[], $2::jsonb[]) AS u(c, p)"
-)
 INSERT_OWNED = (
     f"INSERT INTO public.{OWNED_TABLE} (owner, seq, sent_ns) "
     "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[])"
@@ -116,115 +122,6 @@ LATENCY_SUBSCRIBES = [subscribe_frame(ROWS_TABLE), {"type": "subscribe", "channe
 
 
 # -- the database ---------------------------------------------------------------------
-
-
-def database_url(target: Target, s: Sizes) -> str:
-    """`--database-url`, else the embedded cluster the server started: its
-    postmaster.pid names the port and the socket directory."""
-    if s.database_url:
-        return s.database_url
-    pidfiles = list(target.workdir.rglob("postmaster.pid")) if target.workdir else []
-    if not pidfiles:
-        raise RuntimeError("this scenario writes to the database: give --database-url")
-    lines = pidfiles[0].read_text().splitlines()
-    port, socket_dir = lines[3].strip(), lines[4].strip()
-    return f"postgresql://postgres@/postgres?host={socket_dir}&port={port}"
-
-
-class SqlWriters:
-    """Writer connections, each committing its own queue in order. The schedule only
-    enqueues (open loop): a writer that falls behind makes rows late, and that shows as
-    latency, since each row carries its scheduled time.
-
-    `one` runs per item, one transaction each. With `many` (the same statement over
-    one array per argument), a writer whose previous commit is still running commits
-    everything queued meanwhile in one transaction: group commit in the application.
-    Transactions that NOTIFY (`realtime.publish()`) commit one at a time database-wide,
-    so one per message cannot keep up with a slow disk.
-
-    `done_counter` (a shared multiprocessing Value) mirrors `done` for a parent process
-    when the writers run in a child (`writer_process`)."""
-
-    def __init__(
-        self,
-        url: str,
-        count: int,
-        one: str,
-        many: str | None = None,
-        max_group: int = 500,
-        done_counter: Any = None,
-    ) -> None:
-        self.url = url
-        self.count = max(1, count)
-        self.one = one
-        self.many = many
-        self.max_group = max_group
-        self.done_counter = done_counter
-        self.conns: list[asyncpg.Connection] = []
-        self.queues: list[asyncio.Queue] = []
-        self.tasks: list[asyncio.Task] = []
-        self.lag_ns = array("q")  # scheduled time -> committed
-        self.done = 0
-        self.transactions = 0
-        self.committed: list[int] = []  # per writer: items 0..n-1 are committed
-        self.errors: list[str] = []
-
-    async def start(self) -> None:
-        self.committed = [0] * self.count
-        self.conns = [await asyncpg.connect(self.url) for _ in range(self.count)]
-        self.queues = [asyncio.Queue() for _ in range(self.count)]
-        self.tasks = [asyncio.create_task(self._run(w)) for w in range(self.count)]
-
-    def submit(self, writer: int, due: int, *args: Any) -> None:
-        self.queues[writer].put_nowait((due, args))
-
-    async def _run(self, writer: int) -> None:
-        conn, queue = self.conns[writer], self.queues[writer]
-        last = False
-        while not last:
-            item = await queue.get()
-            if item is None:
-                return
-            group = [item]
-            while self.many is not None and len(group) < self.max_group and not queue.empty():
-                item = queue.get_nowait()
-                if item is None:
-                    last = True
-                    break
-                group.append(item)
-            try:
-                if len(group) == 1:
-                    await conn.execute(self.one, *group[0][1])
-                else:
-                    columns = [list(c) for c in zip(*(args for _, args in group), strict=True)]
-                    await conn.execute(self.many, *columns)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            committed = now_ns()
-            for due, _ in group:
-                self.lag_ns.append(committed - due)
-            self.done += len(group)
-            if self.done_counter is not None:
-                self.done_counter.value = self.done
-            self.committed[writer] += len(group)
-            self.transactions += 1
-
-    def backlog(self) -> int:
-        return sum(q.qsize() for q in self.queues)
-
-    async def close(self, wait_s: float = 30.0) -> None:
-        """Finish what is queued (up to `wait_s`), then close the connections."""
-        for q in self.queues:
-            q.put_nowait(None)
-        if self.tasks:
-            _, pending = await asyncio.wait(self.tasks, timeout=wait_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-        for conn in self.conns:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
 
 
 async def feed_status(target: Target) -> dict:
@@ -452,82 +349,6 @@ async def open_change_session(
 # -- measuring ------------------------------------------------------------------------
 
 
-@dataclass
-class Window:
-    """CPU and counters at the two ends of a measured window: `deliveries()` counts
-    what arrived, `extra()` what was committed (or written). `helper_pid`: a child of
-    the generator (the writers' process), whose CPU is reported apart and is not
-    counted as "other" load."""
-
-    probe: ServerProbe
-    deliveries: Callable[[], int]
-    marks: dict[str, tuple] = field(default_factory=dict)
-    helper_pid: int | None = None
-    helper_cpu: dict[str, float] = field(default_factory=dict)
-
-    async def mark(self, name: str, at: int, extra: Callable[[], int] = lambda: 0) -> None:
-        await _sleep_until(at)
-        self.marks[name] = (
-            now_ns(),
-            self.probe.sample(),
-            self.deliveries(),
-            own_cpu_seconds(),
-            extra(),
-        )
-        if self.helper_pid is not None:
-            try:
-                self.helper_cpu[name] = cpu_seconds(self.helper_pid)
-            except (OSError, ValueError, IndexError):
-                self.helper_cpu[name] = float("nan")
-
-    def figures(self) -> dict:
-        (w0, c0, d0, o0, x0), (w1, c1, d1, o1, x1) = self.marks["t0"], self.marks["t1"]
-        secs = (w1 - w0) / 1e9
-        deliveries = d1 - d0
-        server_cpu = c1.server - c0.server
-        helper = 0.0
-        if self.helper_pid is not None:
-            helper = self.helper_cpu["t1"] - self.helper_cpu["t0"]
-        return {
-            "seconds": round(secs, 2),
-            "deliveries": deliveries,
-            "deliveries_per_s": round(deliveries / secs, 1),
-            "committed_per_s": round((x1 - x0) / secs, 1),
-            "server_cpu_pct": round(100 * server_cpu / secs, 1),
-            "postgres_cpu_pct": round(100 * (c1.postgres - c0.postgres) / secs, 1),
-            "loadgen_cpu_pct": round(100 * (sum(o1) - sum(o0)) / secs, 1),
-            "other_cpu_pct": _other_pct(c0, c1, o0, (*o1, helper), secs),
-            **({"writers_cpu_pct": round(100 * helper / secs, 1)} if self.helper_pid else {}),
-            "server_cpu_us_per_delivery": (
-                round(1e6 * server_cpu / deliveries, 2) if deliveries else None
-            ),
-            "server_rss_mb": round(c1.server_rss / 2**20, 1) if c1.server_rss else None,
-        }
-
-
-async def wait_until(done: Callable[[], bool], seconds: float) -> None:
-    """Poll `done()` (counters bumped by many receivers) until true or `seconds` pass."""
-    deadline = now_ns() + int(seconds * 1e9)
-    while not done() and now_ns() < deadline:  # noqa: ASYNC110 - polled counters
-        await asyncio.sleep(0.02)
-
-
-async def wait_for_arrivals(
-    count: Callable[[], int], expected: int, seconds: float, idle_s: float = 5.0
-) -> None:
-    """Wait `seconds` for `count()` to reach `expected`, then on while it still grows
-    (at most 300 s more): on a starved machine deliveries come late, and late is not
-    lost. What is missing once nothing has arrived for `idle_s` counts as lost."""
-    await wait_until(lambda: count() >= expected, seconds)
-    deadline = now_ns() + 300 * 10**9
-    last = count()
-    while last < expected and now_ns() < deadline:
-        await wait_until(lambda: count() >= expected, idle_s)
-        if count() == last:
-            return
-        last = count()
-
-
 async def latency_phase(
     phase: int,
     s: Sizes,
@@ -545,7 +366,10 @@ async def latency_phase(
     plan = WriterPlan(
         url=url,
         writers=max(1, s.publishers),
-        phase=phase,
+        # PHASE_DB: one INSERT per transaction; PHASE_SQL: realtime.publish(), grouped
+        one=INSERT_ROW if phase == PHASE_DB else PUBLISH_ROW,
+        many=None if phase == PHASE_DB else PUBLISH_ROWS,
+        channel=None if phase == PHASE_DB else SQL_CHANNEL,
         rate=s.rates[0],
         seconds=s.warmup + s.duration,
         drain=s.drain,
@@ -722,7 +546,7 @@ async def rls_phase(
             "leak_samples": rec.leak_samples,
         }
     )
-    await _close_all(sessions)
+    await close_all(sessions)
     return result
 
 
@@ -767,7 +591,7 @@ async def run(target: Target, s: Sizes) -> dict:
             server["latency"] = await latency_phase(PHASE_DB, s, rec, probe, url, sessions)
             server["latency"]["setup_seconds"] = round(setup_s, 2)
             baseline["latency"] = await latency_phase(PHASE_SQL, s, rec, probe, url, sessions)
-        await _close_all(sessions)
+        await close_all(sessions)
         dropped_before = rec.dropped
         sessions = []
         gc.enable()
@@ -777,7 +601,7 @@ async def run(target: Target, s: Sizes) -> dict:
             server["rls"]["sessions_dropped"] = rec.dropped - dropped_before
     finally:
         gc.enable()
-        await _close_all(sessions)
+        await close_all(sessions)
         with contextlib.suppress(Exception):
             admin = await asyncpg.connect(url)
             try:

@@ -11,6 +11,7 @@ monotonic clock (perf_counter_ns), so the scheduled time travels in the payload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from array import array
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from pgrealtime.bench import fastws
-from pgrealtime.bench.stats import SequenceTracker
+from bench.harness import fastws
+from bench.harness.stats import SequenceTracker
 
 now_ns = time.perf_counter_ns
 TEXT = aiohttp.WSMsgType.TEXT
@@ -280,6 +281,22 @@ async def bounded_gather(
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(factories))))))
     return results
+
+
+async def close_all(sessions: Sequence[Session], concurrency: int = 500) -> None:
+    """Close every session (each within 5 s, errors ignored), `concurrency` at once."""
+
+    async def close(s: Session) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(s.close(), 5)
+
+    await bounded_gather([(lambda s=s: close(s)) for s in sessions], concurrency)
+
+
+def wire(http: aiohttp.ClientSession, client: str) -> aiohttp.ClientSession | None:
+    """The aiohttp session when that client was chosen (`--client aiohttp`); None
+    means the lean client (`fastws`)."""
+    return http if client == "aiohttp" else None
 
 
 @dataclass

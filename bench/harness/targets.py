@@ -23,7 +23,9 @@ from pathlib import Path
 import aiohttp
 import jwt
 
-from pgrealtime.bench.procstat import POSTGRES_COMM, ServerProbe, comm, pin_tree, process_tree
+from bench.harness.procstat import POSTGRES_COMM, ServerProbe, comm, pin_tree, process_tree
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds bench/
 
 BENCH_CHANNEL_PATTERN = "bench:*"
 
@@ -94,13 +96,17 @@ def server_available() -> bool:
     return result.returncode == 0
 
 
-def _spawn(cmd: list[str], log_path: Path, cpus: set[int] | None) -> subprocess.Popen:
+def _spawn(
+    cmd: list[str], log_path: Path, cpus: set[int] | None, pythonpath: Path | None = None
+) -> subprocess.Popen:
     def pin() -> None:  # runs in the child before exec: threads inherit it
         if cpus:
             os.sched_setaffinity(0, cpus)
 
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if pythonpath is not None:  # `python -m bench...` from any working directory
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     log = log_path.open("wb")
     return subprocess.Popen(
         cmd,
@@ -142,13 +148,13 @@ async def start_baseline(cpus: set[int] | None) -> Target:
     cmd = [
         sys.executable,
         "-m",
-        "pgrealtime.bench.baseline",
+        "bench.harness.baseline",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
     ]
-    proc = _spawn(cmd, log_path, cpus)
+    proc = _spawn(cmd, log_path, cpus, pythonpath=REPO_ROOT)
     target = Target(
         "baseline",
         f"http://127.0.0.1:{port}",

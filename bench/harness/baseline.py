@@ -7,7 +7,7 @@ storage. Each message is encoded once and sent with aiohttp's ordinary
 `send_str`, the way a straightforward aiohttp application would. Comparing
 pgrealtime against it shows what the real server's extra work costs.
 
-Run it on its own: python -m pgrealtime.bench.baseline --port 7140
+Run it on its own (from the repository root): python -m bench.harness.baseline --port 7140
 """
 
 from __future__ import annotations

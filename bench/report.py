@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from pgrealtime.bench.stats import ratio
+from bench import scenarios
+from bench.harness.stats import ratio
 
 
 def _fmt(value: object) -> str:
@@ -53,17 +53,10 @@ def best_step(result: dict, p99_limit_ms: float) -> dict | None:
     return max(good, key=lambda s: (s["deliveries_per_s"], s["publishes_per_s"]))
 
 
-# scenarios kept in their own modules print their own rows and checks
-OWN_REPORT = {
-    "changes": "pgrealtime.bench.changes_scenario",
-    "webhooks": "pgrealtime.bench.webhooks_scenario",
-}
-
-
 def summary_rows(scenario: str, result: dict, p99_limit_ms: float) -> list[tuple[str, object]]:
     """The headline figures of one target, as (name, value)."""
-    if scenario in OWN_REPORT:
-        return importlib.import_module(OWN_REPORT[scenario]).summary_rows(result)
+    if scenario in scenarios.OWN_BASELINE:  # these print their own rows
+        return scenarios.load(scenario).summary_rows(result)
     if scenario in ("fanout", "channels", "publish"):
         seq = result["sequence"]
         best = best_step(result, p99_limit_ms)
@@ -222,8 +215,8 @@ def render(run: dict) -> str:
 
 def correctness(scenario: str, result: dict) -> list[str]:
     """Problems that are never acceptable, whatever the load (empty = clean)."""
-    if scenario in OWN_REPORT:
-        return importlib.import_module(OWN_REPORT[scenario]).correctness(result)
+    if scenario in scenarios.OWN_BASELINE:  # these check their own results
+        return scenarios.load(scenario).correctness(result)
     problems = []
     if scenario in ("fanout", "channels", "publish"):
         for key in ("lost", "duplicated", "reordered", "unexpected"):
