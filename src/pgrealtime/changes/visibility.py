@@ -4,7 +4,7 @@ PostgreSQL decides, as the subscriber (allow-listed role + claims), so the
 application's grants and policies are the only rules. Costs are bounded by batch,
 not by audience: `visible_rows` is ONE round trip per table per batch for a whole
 group of subscribers, and subscribers sharing (role, claims) are checked once.
-Inside PostgreSQL (migration 007) each such viewer costs one EXECUTE of a statement
+Inside PostgreSQL (db/functions/visible_rows.sql) each such viewer costs one EXECUTE of a statement
 prepared once per call, which the policy's own index can drive; here, routing is
 grouped by filter and by viewer, so Python's work follows the deliveries rather than
 changes x subscribers (1,000 users x 1,000 rows is a million pairs per batch).

@@ -4,9 +4,10 @@ how many got each one.
 Both paths end here: publishes made on this process, and messages other writers
 committed (SQL `realtime.publish()`, other server processes) that the listener reads.
 Every message carries its channel's position (1, 2, 3, ... committed in order, see
-migration 004), so for a channel with subscribers a position at or below the last one
-handed out is a duplicate, and a position beyond the next one is a gap: the missing
-messages are already committed, so they are read from the table before going on.
+db/functions/messages_before_insert.sql), so for a channel with subscribers a position
+at or below the last one handed out is a duplicate, and a position beyond the next one
+is a gap: the missing messages are already committed, so they are read from the table
+before going on.
 Audience counts are written in batches off the hot path.
 """
 

@@ -2,8 +2,9 @@
 
 Each publish is an INSERT under the caller's role (RLS WITH CHECK decides). Publishes
 queue up in a few lanes (by channel, so one channel's messages stay in order); a lane
-sends everything queued in one round trip to `realtime.publish_items` (migration 006),
-so the cost of a round trip is shared under load and a lone publish waits for no one.
+sends everything queued in one round trip to `realtime.publish_items`
+(db/functions/publish_items.sql), so the cost of a round trip is shared under load and
+a lone publish waits for no one.
 
 Where the CPU goes (see docs/performance.md): PostgreSQL's per-item work dominates, so
 the batch travels as one jsonb parameter (no per-element array encoding here), the SQL
