@@ -72,9 +72,10 @@ def test_bench_command_without_a_checkout_says_where_to_run_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pgrealtime import cli
+    from pgrealtime.cli import bench
 
-    installed = tmp_path / "site-packages" / "pgrealtime" / "cli.py"
-    monkeypatch.setattr(cli, "__file__", str(installed))
+    installed = tmp_path / "site-packages" / "pgrealtime" / "cli" / "bench.py"
+    monkeypatch.setattr(bench, "__file__", str(installed))
     monkeypatch.chdir(tmp_path)
     args = cli.build_parser().parse_args(["bench", "fanout", "--quick"])
     assert args.func(args) == 2
