@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api.channels import json_response
+from pgrealtime.api.http import json_response
 from pgrealtime.api.middleware import credential
 from pgrealtime.auth import Authenticator, AuthError
 from pgrealtime.db import errors as db_errors
