@@ -6,11 +6,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import orjson
 from aiohttp import web
 
 from pgrealtime import keys
 from pgrealtime.api.errors import ApiError, bad_request
+from pgrealtime.api.http import json_response
 from pgrealtime.api.params import parse_body, parse_uuid
 from pgrealtime.engine.channels import pattern_error
 from pgrealtime.util.timefmt import rfc3339
@@ -53,10 +53,6 @@ def channel_json(row: asyncpg.Record) -> dict[str, Any]:
         "createdAt": rfc3339(row["created_at"]),
         "updatedAt": rfc3339(row["updated_at"]),
     }
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def _check_fields(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api.channels import json_response
+from pgrealtime.api.http import json_response
 from pgrealtime.api.middleware import credential
 from pgrealtime.auth import Authenticator, AuthError
+from pgrealtime.db import errors as db_errors
 
 routes = web.RouteTableDef()
 
@@ -42,7 +42,7 @@ async def health(request: web.Request) -> web.Response:
         await asyncio.wait_for(
             request.app[keys.POOL].fetchval("SELECT 1 FROM realtime.config"), timeout=2
         )
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except db_errors.FAILED:
         details["database"] = "unreachable"
         status = 503
     body: dict[str, Any] = {"status": "ok" if status == 200 else "degraded"}

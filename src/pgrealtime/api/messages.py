@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api.channels import json_response
 from pgrealtime.api.errors import bad_request
+from pgrealtime.api.http import json_response
 from pgrealtime.api.params import (
     optional_int,
     optional_text,

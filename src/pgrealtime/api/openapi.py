@@ -13,6 +13,8 @@ from aiohttp import web
 
 from pgrealtime import keys
 from pgrealtime.api import tables
+from pgrealtime.api.http import ERROR_SCHEMA
+from pgrealtime.api.http import json_content as _json
 
 routes = web.RouteTableDef()
 
@@ -51,10 +53,6 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 _errors = {
     "400": _json(_ref("Error"), "Malformed body, query or id"),
     "401": _json(_ref("Error"), "No or invalid admin credential"),
@@ -70,15 +68,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message", "statusCode"],
-        "properties": {
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-            "statusCode": {"type": "integer"},
-        },
-    },
+    "Error": ERROR_SCHEMA,
     "Channel": {
         "type": "object",
         "required": [

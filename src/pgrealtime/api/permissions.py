@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api.channels import json_response
+from pgrealtime.api.http import json_response
 
 routes = web.RouteTableDef()
 

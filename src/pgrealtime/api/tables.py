@@ -17,8 +17,8 @@ import msgspec
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api.channels import json_response
 from pgrealtime.api.errors import ApiError, bad_request
+from pgrealtime.api.http import json_response
 from pgrealtime.api.params import parse_body
 from pgrealtime.changes.admin import BadTableName, parse_table_name
 from pgrealtime.changes.feed import (

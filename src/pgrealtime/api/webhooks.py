@@ -10,11 +10,11 @@ import uuid
 from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from pgrealtime import keys
 from pgrealtime.api.errors import ApiError
+from pgrealtime.api.http import ERROR_SCHEMA, json_content, json_response
 from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks import store
 
@@ -26,10 +26,6 @@ def _message_id(request: web.Request) -> uuid.UUID:
         return uuid.UUID(request.match_info["id"])
     except ValueError as exc:
         raise ApiError(400, "INVALID_INPUT", "message id must be a UUID") from exc
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def delivery_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -55,7 +51,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         if not await store.message_exists(conn, message_id):
             raise ApiError(404, MESSAGE_NOT_FOUND, "Message not found")
         rows = await store.list_deliveries(conn, message_id)
-    return _json([delivery_json(r) for r in rows])
+    return json_response([delivery_json(r) for r in rows])
 
 
 async def retry_deliveries(request: web.Request) -> web.Response:
@@ -65,27 +61,13 @@ async def retry_deliveries(request: web.Request) -> web.Response:
         if not await store.message_exists(conn, message_id):
             raise ApiError(404, MESSAGE_NOT_FOUND, "Message not found")
         requeued = await store.requeue(conn, message_id)
-    return _json({"requeued": requeued})
+    return json_response({"requeued": requeued})
 
 
 def add_routes(app: web.Application, prefix: str = "/api/realtime") -> None:
     app.router.add_get(f"{prefix}/messages/{{id}}/deliveries", list_deliveries)
     app.router.add_post(f"{prefix}/messages/{{id}}/deliveries/retry", retry_deliveries)
 
-
-def _error_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
-_ERROR: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "message", "statusCode"],
-    "properties": {
-        "error": {"type": "string"},
-        "message": {"type": "string"},
-        "statusCode": {"type": "integer"},
-    },
-}
 
 _DELIVERY: dict[str, Any] = {
     "type": "object",
@@ -121,9 +103,9 @@ _ID_PARAM: dict[str, Any] = {
 def openapi_paths(prefix: str = "/api/realtime") -> dict[str, Any]:
     """OpenAPI 3.1 path items of the two routes, to merge into the served document."""
     common = {
-        "400": _error_response("The id is not a UUID (INVALID_INPUT)"),
-        "401": _error_response("No or invalid admin credentials"),
-        "404": _error_response("No such message (REALTIME_MESSAGE_NOT_FOUND)"),
+        "400": json_content(ERROR_SCHEMA, "The id is not a UUID (INVALID_INPUT)"),
+        "401": json_content(ERROR_SCHEMA, "No or invalid admin credentials"),
+        "404": json_content(ERROR_SCHEMA, "No such message (REALTIME_MESSAGE_NOT_FOUND)"),
     }
     return {
         f"{prefix}/messages/{{id}}/deliveries": {

@@ -17,6 +17,7 @@ from pgrealtime.changes.feed import (
 )
 from pgrealtime.cli.database import database
 from pgrealtime.config import add_connection_flags, settings_from_args
+from pgrealtime.db import errors as db_errors
 
 # exit codes of the command
 EXIT_OK = 0
@@ -89,7 +90,7 @@ def cmd_replica_identity(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError) as exc:
+    except (*db_errors.FAILED, RuntimeError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import asyncpg
 
+from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.messages import (
     SELECT_MESSAGES,
@@ -171,7 +172,7 @@ class Ordering:
                     after,
                     before,
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db_errors.FAILED as exc:
                 log.warning("gap on %s not filled yet: %s", channel, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -241,7 +242,7 @@ class Ordering:
                 await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
             try:
                 await self.flush()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db_errors.FAILED as exc:
                 log.warning("audience counts not written yet: %s", exc)
 
     async def flush(self) -> None:

@@ -28,6 +28,7 @@ import orjson
 
 from pgrealtime.auth.principal import Principal
 from pgrealtime.config import DEFAULT_PUBLISH_BATCH_BYTES
+from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.batching import drain_in_batches
 from pgrealtime.engine.messages import StoredMessage
 from pgrealtime.engine.ordering import Ordering
@@ -48,15 +49,6 @@ ITEM_OVERHEAD_BYTES = 160
 
 CONNECT_TIMEOUT_SECONDS = 5.0  # an unreachable database is an error soon, not a hang
 COMMAND_TIMEOUT_SECONDS = 30.0
-
-# Errors after which the lane's connection cannot be trusted.
-_CONNECTION_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
@@ -256,7 +248,7 @@ class Publisher:
             if conn is not None and not conn.is_closed():
                 try:
                     await asyncio.wait_for(conn.close(), 2.0)
-                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                except db_errors.FAILED:
                     conn.terminate()
 
     async def _drain(self, lane: int) -> None:
@@ -284,7 +276,7 @@ class Publisher:
         conn = await self._lane_connection(lane)
         try:
             return await conn.fetch(PUBLISH_ITEMS_SQL, body, self.origin)
-        except _CONNECTION_ERRORS:
+        except db_errors.UNAVAILABLE:  # the lane's connection cannot be trusted
             self._drop(lane, conn)
             raise
         except Exception as exc:

@@ -7,6 +7,8 @@ import logging
 
 import asyncpg
 
+from pgrealtime.db import errors as db_errors
+
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
@@ -42,6 +44,6 @@ async def retention_loop(pool: asyncpg.Pool, interval: float) -> None:
     while True:
         try:
             await enforce_retention(pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db_errors.FAILED as exc:
             log.warning("retention run failed, will retry: %s", exc)
         await asyncio.sleep(interval)

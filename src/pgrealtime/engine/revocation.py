@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.channels import most_specific
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Revalidator:
             self._again = False
             try:
                 await self.now()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db_errors.FAILED as exc:
                 log.warning("subscriptions not re-checked after a channel change: %s", exc)
             if not self._again:
                 return

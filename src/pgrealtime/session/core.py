@@ -21,6 +21,7 @@ from pgrealtime.changes.filters import FilterError
 from pgrealtime.changes.route import ChangesUnavailable, DbChannels, TableSubscriber
 from pgrealtime.changes.visibility import SubscriptionDenied
 from pgrealtime.config import DEFAULT_MAX_PAYLOAD_BYTES
+from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.engine.hub import Hub, Outbox
@@ -35,15 +36,6 @@ from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
 log = logging.getLogger(__name__)
 
 RESUME_POLL_SECONDS = 0.02  # how often a paged resume looks whether its reader caught up
-
-# The database cannot be reached right now (as opposed to refusing a statement).
-DB_UNAVAILABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
 
 
 @dataclass(slots=True)
@@ -236,7 +228,7 @@ class Session:
             return
         try:
             check = await self.ctx.subscribe_checks.check(self.principal, channel)
-        except DB_UNAVAILABLE as exc:
+        except db_errors.UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
             return
         if check.status == "no_channel":
@@ -293,7 +285,7 @@ class Session:
                 plan = await plan_history(ctx.pool, channel, frame.since, current,
                                           ctx.max_recover, ctx.max_recover_bytes,
                                           self._page_bytes())  # fmt: skip
-        except DB_UNAVAILABLE as exc:
+        except db_errors.UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
             return
         subscription = self._start_live(frame, channel, channel_id, plan)
@@ -313,7 +305,7 @@ class Session:
             if self.subscriptions.get(channel) is subscription:
                 del self.subscriptions[channel]
                 self._release(subscription)
-            if isinstance(exc, DB_UNAVAILABLE):
+            if isinstance(exc, db_errors.UNAVAILABLE):
                 log.warning("resume failed: %s", exc)
                 self.send_error(
                     ErrorCode.SERVICE_UNAVAILABLE,
@@ -394,7 +386,7 @@ class Session:
         except (FilterError, SubscriptionDenied) as exc:
             self.send_error(exc.code, str(exc), frame.id, channel)
             return
-        except DB_UNAVAILABLE as exc:
+        except db_errors.UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
             return
         if self.outbox.closed or channel in self.subscriptions:
@@ -519,7 +511,7 @@ class Session:
                 frame.id,
                 frame.channel,
             )
-        elif isinstance(exc, DB_UNAVAILABLE):
+        elif isinstance(exc, db_errors.UNAVAILABLE):
             log.warning("publish failed: %s", exc)
             self.send_error(
                 ErrorCode.SERVICE_UNAVAILABLE,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from pgrealtime.config import Settings
+from pgrealtime.db import errors as db_errors
 from pgrealtime.webhooks import payload, store
 from pgrealtime.webhooks.backoff import (
     DEFAULT_BASE_DELAY,
@@ -424,7 +425,7 @@ class WebhookWorker:
                 self._sent(task)
         try:
             await self._record(delivery, token, result, started)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db_errors.FAILED as exc:
             # the lease runs out and the delivery is tried again: at least once
             log.warning(
                 "could not record webhook outcome: %s",
@@ -507,7 +508,7 @@ class WebhookWorker:
                 moved = await store.pull_forward(self._pool, host)
             else:
                 moved = int(await store.pull_forward_one(self._pool, delivery_id))
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except db_errors.FAILED as exc:
             log.warning("could not make a recovered host's deliveries due: %s", type(exc).__name__)
             return
         if moved:
