@@ -23,6 +23,7 @@ from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
+from pgrealtime.engine.bus.base import Bus
 from pgrealtime.engine.bus.pg_notify import Listener
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
@@ -186,7 +187,9 @@ async def _database(app: web.Application):
     )
     revalidator = Revalidator(app[keys.SESSIONS].live, pool)
     app[keys.REVALIDATOR] = revalidator
-    listener = Listener(url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request)
+    listener: Bus = Listener(
+        url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
+    )
     publisher.on_lost_reply = listener.deliver_own
     listener.start()
     app[keys.LISTENER] = listener

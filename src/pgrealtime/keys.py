@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pgrealtime.auth.tokens import Authenticator
     from pgrealtime.changes.feed import ChangeFeed
     from pgrealtime.config import Settings
-    from pgrealtime.engine.bus.pg_notify import Listener
+    from pgrealtime.engine.bus.base import Bus
     from pgrealtime.engine.hub import Hub
     from pgrealtime.engine.ordering import Ordering
     from pgrealtime.engine.publisher import Publisher
@@ -50,5 +50,5 @@ CHANGES: web.AppKey[ChangeFeed | None] = web.AppKey("changes")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 DELIVERY: web.AppKey[Ordering] = web.AppKey("delivery")
 SESSION_CONTEXT: web.AppKey[SessionContext] = web.AppKey("session_context")
-LISTENER: web.AppKey[Listener] = web.AppKey("listener")
+LISTENER: web.AppKey[Bus] = web.AppKey("listener")  # the bus (engine/bus/base)
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")

@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import asyncpg
 
+from pgrealtime.engine.bus.base import BusSink
 from pgrealtime.engine.messages import SELECT_MESSAGES, stored_message_from_row
-from pgrealtime.engine.ordering import Ordering
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,12 @@ CATCH_UP_SQL = (
 
 
 class Listener:
+    """The `engine/bus/base.Bus` over LISTEN/NOTIFY; `delivery` is its `BusSink`."""
+
     def __init__(
         self,
         url: str,
-        delivery: Ordering,
+        delivery: BusSink,
         origin: str,
         on_channels_changed: Callable[[], None] | None = None,
     ) -> None:

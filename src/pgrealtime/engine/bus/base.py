@@ -1,0 +1,76 @@
+"""The seam between server processes, named: what app.py, the health check and the
+publisher use of a bus, so a second one (NATS, with the scale-out issue) has a
+contract to meet instead of a class to imitate.
+
+Only names and types live here; `pg_notify.Listener` is today's implementation and
+`tests/engine/test_bus_contract.py` holds it to these Protocols.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, runtime_checkable
+
+from pgrealtime.engine.messages import StoredMessage
+
+
+@runtime_checkable
+class BusSink(Protocol):
+    """What a bus hands messages to, given at construction (`engine/ordering.Ordering`).
+
+    This is the bus's `on_message`: `deliver` takes one stored message (its return
+    value is the sink's, unused by the bus); a message already handed out is dropped
+    there, so a bus may deliver the same one twice. `tracked` is where catch-up starts:
+    (channel, last position handed out) for every channel someone here watches.
+    """
+
+    def deliver(self, message: StoredMessage) -> object: ...
+
+    def tracked(self) -> list[tuple[str, int]]: ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """Carries the notice that a message was stored, from the process or SQL that
+    stored it to every server process; the message itself is read from the table.
+
+    What a bus guarantees:
+    - At-least-once notice. Every message committed to `realtime.messages` by another
+      writer (SQL `realtime.publish()`, another server process) reaches the sink at
+      least once while the bus is connected; duplicates are allowed (the sink drops
+      positions it has handed out). A process's own publishes are fanned out by its
+      publisher and skipped here, except those handed over by `deliver_own`.
+    - The table is the source of truth. A notice names a message; the bus reads the
+      row (id, channel, position, payload) and delivers that, never the notice's text.
+    - Gaps are filled by position. While disconnected, notices are lost; `connected`
+      is cleared and the bus reconnects on its own for as long as it takes. Before it
+      sets `connected` again it catches up: it reads, for each channel in
+      `sink.tracked()`, every message past that position, in position order.
+
+    Lifecycle: `start()` returns at once and connects in the background; `stop()`
+    ends it and waits. `connected` is set while notices are being received (the
+    health check reports it; tests wait on it).
+
+    `deliver_own(ids)` is the publisher's lost-reply hand-off (`Publisher.on_lost_reply`):
+    a batch of this process's publishes whose commit is unknown. The bus reads those
+    ids now and again when their notice arrives, so each is delivered if it committed.
+
+    What a NATS (or other broker) bus will have to add, not needed while PostgreSQL
+    carries the notices:
+    - Publishing: today the notice is sent by the table's trigger in the publishing
+      transaction, so no `publish` method exists here; a broker needs the publisher
+      to send the notice after the commit, and catch-up to cover a crash in between.
+    - Presence: who is subscribed where, across processes (PostgreSQL has no view of it).
+    - Leadership: which process does a job meant to run once in the cluster; today
+      PostgreSQL arbitrates (an advisory lock for migrations, row locks for webhook
+      claims, one active connection per replication slot).
+    - Channel-change notices (`on_channels_changed`, today a second NOTIFY channel).
+    """
+
+    connected: asyncio.Event
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def deliver_own(self, message_ids: list[str]) -> None: ...
