@@ -32,8 +32,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.pgoutput import lsn_to_str
 from pgrealtime.changes.reader import (
@@ -46,6 +44,7 @@ from pgrealtime.changes.reader import (
 )
 from pgrealtime.changes.skips import SkipCounter
 from pgrealtime.changes.visibility import Database
+from pgrealtime.db.errors import transient
 
 log = logging.getLogger(__name__)
 
@@ -248,13 +247,16 @@ class ChangeFeed:
                 changes.extend(nxt.changes)
                 last = nxt
             try:
-                await self._handler(changes)
-            except Exception as exc:
-                if not self._give_up(reader, exc, last.end_lsn):
-                    self._failed_generation = first.generation
-                    reader.request_reconnect(first.generation)
-                    continue
-                await self._deliver_one_by_one(reader, changes)
+                try:
+                    await self._handler(changes)
+                except Exception as exc:
+                    if not self._give_up(reader, exc, last.end_lsn):
+                        raise
+                    await self._deliver_one_by_one(reader, changes)
+            except Exception:  # read the batch again (transient, or not given up yet)
+                self._failed_generation = first.generation
+                reader.request_reconnect(first.generation)
+                continue
             self.delivered_batches += 1
             self.delivered_changes += len(changes)
             reader.ack(last.generation, last.seq)  # acknowledges every batch up to it
@@ -263,9 +265,11 @@ class ChangeFeed:
     def _give_up(self, reader: ReplicationReader, exc: Exception, end_lsn: int) -> bool:
         """A delivery failed: True once it failed `max_failures` times in a row at the
         same position (then it goes change by change, skipping what fails), False to
-        read it again. A lost database connection is retried for ever."""
+        read it again. A database that cannot do it now (unreachable, restarting, shutting
+        down, out of resources: `db.errors.transient`) is retried for ever and never
+        counted against the batch."""
         error = f"{type(exc).__name__}: {str(exc).strip()}"
-        if isinstance(exc, CONNECTION_ERRORS):
+        if transient(exc):
             log.warning("change feed: delivering up to %s failed: %s", lsn_to_str(end_lsn), error)
             return False
         at = self._acked_end  # where the failed batch starts (after the last one acked)
@@ -287,24 +291,20 @@ class ChangeFeed:
         self, reader: ReplicationReader, changes: list[RowChange]
     ) -> None:
         """The last resort for a batch that keeps failing: each change alone; the ones
-        that still fail are logged, counted and skipped. A lost connection raises (the
-        batch is then read again, as usual)."""
+        that still fail are logged, counted and skipped. A transient database error
+        raises (the batch is then read again, as usual)."""
         assert self._handler is not None
         for change in changes:
             try:
                 await self._handler([change])
-            except CONNECTION_ERRORS:
-                raise
             except Exception as exc:
+                if transient(exc):
+                    raise
                 reader.skips.add(
                     "skipped_changes",
                     f"skipped a {change.event} of {change.schema}.{change.table} at "
                     f"{lsn_to_str(change.lsn)}: {type(exc).__name__}: {exc}",
                 )
-
-
-# A delivery that failed because the database is unreachable is not the batch's fault.
-CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 
 
 # pg_class.relreplident -> the name the CLI and the REST route use.

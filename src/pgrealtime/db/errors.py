@@ -5,7 +5,8 @@ now?" (a client is told to try again, a connection is thrown away) and "did this
 database call fail at all?" (a background loop logs and tries again later instead of
 dying). Each answer is one tuple here, so the places that ask cannot drift apart.
 A caller that deliberately catches another set keeps its own tuple and says why
-(e.g. `changes/feed.CONNECTION_ERRORS`, `changes/reader.CONNECTION_ERRORS` for psycopg2).
+(e.g. `changes/reader.CONNECTION_ERRORS` for psycopg2). `transient` answers a third:
+"would the same statement likely succeed if tried again later?"
 """
 
 from __future__ import annotations
@@ -35,3 +36,21 @@ FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
 """A database call failed for any reason: unreachable (UNAVAILABLE) or the server
 refused the statement (any PostgresError). For loops and probes that log, report
 or retry later rather than stop."""
+
+
+# SQLSTATE classes and codes that say "not now" rather than "not this": connection
+# (08), transaction rollback such as deadlock or serialization (40), resources (53),
+# operator intervention such as admin shutdown or a cancel (57), system error (58),
+# lock not available (55P03), object in use (55006).
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+_TRANSIENT_CODES = ("55P03", "55006")
+
+
+def transient(exc: BaseException) -> bool:
+    """True when `exc` says the database could not do it now (unreachable, restarting,
+    shutting down, out of resources, a deadlock): the same work should be retried, and
+    never be blamed on the data it carried."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    code = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return bool(code) and (code.startswith(_TRANSIENT_CLASSES) or code in _TRANSIENT_CODES)
