@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from pgrealtime.auth.principal import Principal
+from pgrealtime.changes.committed import wait_committed
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
@@ -130,6 +131,15 @@ class DbChannels:
         readers = await self._readers(changes)
         if not readers:
             return
+        # rows are checked against row level security as they are now: the checked
+        # transactions must be visible first (see changes/committed.py)
+        checked = [
+            c.xid
+            for c in changes
+            if c.rls and c.event in ("INSERT", "UPDATE") and (c.schema, c.table) in readers
+        ]
+        if checked:
+            await wait_committed(self.pool, checked)
 
         def candidates(schema: str, table: str) -> Sequence[TableSubscriber]:
             roles = readers.get((schema, table))
