@@ -42,7 +42,7 @@ def test_payload_shape_and_order() -> None:
 def test_delete_key_only_old() -> None:
     c = change("DELETE", None, {"id": 1, "title": "Deleted Post", "owner": "a"})
     assert build_payload(c)["old"] == {"id": 1, "title": "Deleted Post", "owner": "a"}
-    assert build_payload(c, key_only_old=True)["old"] == {"id": 1}
+    assert build_payload(revealed(dataclasses.replace(c, rls=True)))["old"] == {"id": 1}
     assert build_payload(c)["new"] is None
 
 
@@ -53,6 +53,6 @@ def test_revealed_cuts_old_under_rls_only() -> None:
         assert revealed(c).old == {"id": 1}
         assert revealed(dataclasses.replace(c, key={})).old is None  # key unknown
         assert revealed(dataclasses.replace(c, rls=False)).old == full
-        assert build_payload(dataclasses.replace(c, key={}), key_only_old=True)["old"] is None
+        assert build_payload(revealed(dataclasses.replace(c, key={})))["old"] is None
     insert = dataclasses.replace(change("INSERT", full, None), rls=True)
     assert revealed(insert) is insert

@@ -30,22 +30,19 @@ def revealed(change: RowChange) -> RowChange:
     return change
 
 
-def build_payload(change: RowChange, *, key_only_old: bool = False) -> dict[str, Any]:
+def build_payload(change: RowChange) -> dict[str, Any]:
     """`{"schema", "table", "commit_timestamp", "eventType", "new", "old"}`.
 
     `old` is null for INSERT, `new` null for DELETE, both for TRUNCATE (no row). For
-    UPDATE and DELETE, `old` is
-    the whole old row under REPLICA IDENTITY FULL and only the key columns otherwise
-    (that is all PostgreSQL writes to the WAL). `key_only_old` cuts `old` down to the
-    key columns even under FULL, and to null when the key is unknown (see `revealed`,
-    which routing applies to changes of tables with row level security).
+    UPDATE and DELETE, `old` is the whole old row under REPLICA IDENTITY FULL and only
+    the key columns otherwise (that is all PostgreSQL writes to the WAL); routing
+    passes changes of tables with row level security through `revealed` first.
     """
-    old = cut_old(change) if key_only_old else change.old
     return {
         "schema": change.schema,
         "table": change.table,
         "commit_timestamp": change.commit_timestamp,
         "eventType": change.event,
         "new": change.new,
-        "old": old,
+        "old": change.old,
     }
