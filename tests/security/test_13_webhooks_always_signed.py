@@ -157,3 +157,16 @@ async def test_short_channel_secret_refused(server) -> None:
     )
     assert status == 400
     assert body["error"] == "REALTIME_INVALID_CHANNEL_REQUEST"
+
+
+@pytest.mark.parametrize(
+    "secret", ["x" * 257, "é" * 20, "tab\tinside-the-secret", 12345678901234567]
+)
+async def test_oversized_or_malformed_channel_secret_refused(server, secret) -> None:
+    status, body = await server.api(
+        "POST", "/api/realtime/channels", json={"pattern": "bad:*", "webhookSecret": secret}
+    )
+    assert status == 400, body
+    assert body["error"] == "REALTIME_INVALID_CHANNEL_REQUEST"
+    status, listed = await server.api("GET", "/api/realtime/channels")
+    assert all(c["pattern"] != "bad:*" for c in listed)  # nothing half-created
