@@ -28,6 +28,7 @@ from pgrealtime.engine.bus.pg_notify import Listener
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
 from pgrealtime.engine.ordering import Ordering
+from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher
 from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
@@ -160,6 +161,10 @@ async def _database(app: web.Application):
     app[keys.CHANGES] = feed
     app[keys.HUB] = hub
     app[keys.DELIVERY] = delivery
+    presence = None  # --no-presence
+    if settings.presence:
+        presence = Presence(hub, message_frame, None, settings.presence_snapshot_limit,
+                            settings.max_presence_state_bytes)  # fmt: skip
     app[keys.SESSION_CONTEXT] = SessionContext(
         hub=hub,
         authenticator=app[keys.AUTHENTICATOR],
@@ -181,9 +186,12 @@ async def _database(app: web.Application):
             frame_burst=settings.frame_burst,
             subscribe_rate=settings.subscribe_rate,
             subscribe_burst=settings.subscribe_burst,
+            presence_rate=settings.presence_rate,
+            presence_burst=settings.presence_burst,
         ),
         user_budgets=UserBudgets(settings.user_publish_rate, settings.user_publish_bytes_rate),
         max_payload_bytes=settings.max_payload_bytes,
+        presence=presence,
     )
     revalidator = Revalidator(app[keys.SESSIONS].live, pool)
     app[keys.REVALIDATOR] = revalidator

@@ -32,6 +32,7 @@ GROUPS: dict[str, str] = {
     "database": "which PostgreSQL to use and how the server talks to it",
     "limits": "what one connection, one user or the process may use; 0 turns a limit off "
     "where the help says so",
+    "presence": "who is in a channel now, on the live server (docs/protocol.md#presence)",
     "webhooks": "HTTP callbacks of channels with webhook URLs (docs/webhooks.md)",
     "changes": "change notifications of db: channels, fed by logical replication (docs/changes.md)",
     "logging": "what the server writes to stderr",
@@ -510,6 +511,64 @@ OPTIONS: tuple[Option, ...] = (
         "webhooks",
         "webhook requests in flight to one host, at most 128",
         "webhook requests in flight to one host at a time (capped by the overall limit of 128)",
+    ),
+    # --- serve: presence -----------------------------------------------------------
+    _o(
+        "presence",
+        bool,
+        True,
+        "presence",
+        "presence in channels: snapshots in subscribed, join/leave/update frames",
+        "presence in channels: a snapshot in `subscribed`, `presence` frames on join, "
+        "leave and update, `presence_set` ([protocol.md](protocol.md#presence)); off: "
+        "`subscribed` has no `presence` and `presence_set` gets `PRESENCE_DISABLED`",
+        kind="both",
+        help_default="on",
+        doc_default="on",
+        doc_env="(`0` turns it off)",
+    ),
+    _o(
+        "presence_snapshot_limit",
+        int,
+        1000,
+        "presence",
+        "members listed in a subscribe's presence snapshot; more set truncated: true; 0 = all",
+        "members listed in the presence snapshot of `subscribed` (the earliest joiners); "
+        "a channel with more sets `truncated: true`; `0` lists all",
+        minimum=0,
+        zero="all",
+    ),
+    _o(
+        "max_presence_state_bytes",
+        int,
+        1024,
+        "presence",
+        "a presence_set state's size as JSON; larger ones get INVALID_PRESENCE_STATE",
+        "size of a `presence_set` state, as JSON; larger ones get `INVALID_PRESENCE_STATE`",
+        minimum=2,
+    ),
+    _o(
+        "presence_rate",
+        float,
+        5.0,
+        "presence",
+        "presence_set frames per second one connection may sustain; more get RATE_LIMITED; "
+        "0 = unlimited",
+        "`presence_set` frames per second one connection may sustain; more get "
+        "`RATE_LIMITED` and change nothing; `0` = unlimited",
+        minimum=0,
+        zero="unlimited",
+        doc_default="`5`",
+    ),
+    _o(
+        "presence_burst",
+        float,
+        10.0,
+        "presence",
+        "presence_set frames one connection may send back to back after a quiet spell",
+        "`presence_set` frames one connection may send at once after a quiet spell",
+        burst_of="presence_rate",
+        doc_default="`10`",
     ),
     # --- serve: changes ------------------------------------------------------------
     _o(

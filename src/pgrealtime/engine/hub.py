@@ -151,6 +151,9 @@ class Hub:
             if not subscribers:
                 del self._channels[channel]
 
+    def is_subscribed(self, channel: str, outbox: Outbox) -> bool:
+        return outbox in self._channels.get(channel, ())
+
     def subscriber_count(self, channel: str) -> int:
         return len(self._channels.get(channel, ()))
 

@@ -87,6 +87,8 @@ class ConnectionLimits:
     frame_burst: float = 0.0
     subscribe_rate: float = 0.0  # subscribe frames per second
     subscribe_burst: float = 0.0
+    presence_rate: float = 0.0  # presence_set frames per second
+    presence_burst: float = 0.0
 
     def publish_bucket(self, now: float) -> TokenBucket | None:
         """A fresh bucket for a new connection, or None when publishing is unlimited."""
@@ -97,6 +99,14 @@ class ConnectionLimits:
 
     def subscribe_bucket(self, now: float) -> TokenBucket | None:
         return _bucket(self.subscribe_rate, self.subscribe_burst, now)
+
+    def presence_bucket(self, now: float) -> TokenBucket | None:
+        return _bucket(self.presence_rate, self.presence_burst, now)
+
+    def presence_rate_limited_message(self) -> str:
+        return _limit_message(
+            self.presence_rate, self.presence_burst, "presence updates", "this state was not set"
+        )
 
     def rate_limited_message(self) -> str:
         return _limit_message(

@@ -27,11 +27,13 @@ from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
 from pgrealtime.engine.ordering import Ordering, Recovery
+from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher, PublishRefused
 from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
 from pgrealtime.protocols.raw_ws import frames
 from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
 from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
+from pgrealtime.session import presence
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,14 @@ class SessionContext:
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
     user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    presence: Presence | None = None  # None: presence is off (--no-presence)
 
 
 class Session:
     # slots: thousands of idle sessions each carried a __dict__
-    __slots__ = ("_close", "_expires_at", "ctx", "frame_bucket", "outbox", "principal",
-                 "publish_bucket", "subscribe_bucket", "subscriptions")  # fmt: skip
+    __slots__ = ("_close", "_expires_at", "connection_id", "ctx", "frame_bucket", "outbox",
+                 "presence_bucket", "principal", "publish_bucket", "subscribe_bucket",
+                 "subscriptions")  # fmt: skip
 
     def __init__(
         self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
@@ -87,6 +91,8 @@ class Session:
         self.publish_bucket = ctx.limits.publish_bucket(now)
         self.frame_bucket = ctx.limits.frame_bucket(now)
         self.subscribe_bucket = ctx.limits.subscribe_bucket(now)
+        self.presence_bucket = ctx.limits.presence_bucket(now)
+        self.connection_id = uuid.uuid4().hex  # an anonymous member's presenceId
 
     # -- output ---------------------------------------------------------------
     def send(self, frame: dict) -> None:
@@ -155,6 +161,8 @@ class Session:
             self.on_unsubscribe(frame)
         elif isinstance(frame, frames.Publish):
             self.on_publish(frame)
+        elif isinstance(frame, frames.PresenceSet):
+            self.on_presence_set(frame)
 
     def on_auth(self, frame: frames.Auth) -> None:
         try:
@@ -216,6 +224,8 @@ class Session:
             reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": existing.id}
             if existing.table is None:
                 reply["position"] = self.ctx.delivery.last_position(channel) or 0
+                if (snapshot := presence.snapshot(self, channel)) is not None:
+                    reply["presence"] = snapshot
             self.reply(reply, frame.id)
             return
         if self.ctx.limits.too_many_subscriptions(len(self.subscriptions)):
@@ -349,9 +359,12 @@ class Session:
             return None
         subscription = Subscription(uuid.uuid4().hex, channel, channel_id)
         self.subscriptions[channel] = subscription
+        snapshot = presence.join(self, channel, in_hub=history is None)  # before the hub
         if history is None:
             self.ctx.hub.subscribe(channel, self.outbox)
         reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id}
+        if snapshot is not None:
+            reply["presence"] = snapshot
         if history is None:
             reply["position"] = self.ctx.delivery.last_position(channel) or 0
         else:
@@ -406,6 +419,7 @@ class Session:
         if subscription.recovery is not None:
             self.ctx.delivery.end_recovery(subscription.recovery)
         self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
+        presence.leave(self, subscription)  # after the hub: the leaver gets no frame
 
     def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
         if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
@@ -462,6 +476,13 @@ class Session:
                 return
         stored = self.ctx.publisher.publish_json(principal, channel, frame.event, payload_json)
         stored.add_done_callback(lambda f: self._on_published(f, frame))
+
+    def on_presence_set(self, frame: frames.PresenceSet) -> None:
+        refusal = presence.set_state(self, frame.channel, frame.state, time.monotonic())
+        if refusal is not None:
+            self.send_error(*refusal, frame.id, frame.channel)
+            return
+        self.reply({"type": "presence_updated", "channel": frame.channel}, frame.id)
 
     def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
         if task.cancelled():

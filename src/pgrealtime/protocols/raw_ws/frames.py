@@ -55,6 +55,8 @@ class ErrorCode:
     PUBLISH_FAILED = "PUBLISH_FAILED"
     RATE_LIMITED = "RATE_LIMITED"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    INVALID_PRESENCE_STATE = "INVALID_PRESENCE_STATE"
+    PRESENCE_DISABLED = "PRESENCE_DISABLED"
 
 
 class Auth(msgspec.Struct, forbid_unknown_fields=False):
@@ -100,15 +102,22 @@ class Ping(msgspec.Struct, forbid_unknown_fields=False):
     id: str | int | None = None
 
 
+class PresenceSet(msgspec.Struct, forbid_unknown_fields=False):
+    channel: str
+    state: dict[str, Any] | None  # null clears it
+    id: str | int | None = None
+
+
 FRAME_TYPES: dict[str, type[msgspec.Struct]] = {
     "auth": Auth,
     "subscribe": Subscribe,
     "unsubscribe": Unsubscribe,
     "publish": Publish,
     "ping": Ping,
+    "presence_set": PresenceSet,
 }
 
-Frame = Auth | Subscribe | Unsubscribe | Publish | Ping
+Frame = Auth | Subscribe | Unsubscribe | Publish | Ping | PresenceSet
 
 
 class FrameError(Exception):
@@ -176,6 +185,16 @@ def payload_error(payload: dict[str, Any], raw: bytes | None = None) -> str | No
     return None
 
 
+def _state_error(state: Any) -> str | None:
+    """Why a presence state is refused (its size is the session's check)."""
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        return "state must be a JSON object (or null to clear it)"
+    problem = payload_error(state)
+    return problem.replace("payload", "state", 1) if problem is not None else None
+
+
 def parse_frame(data: str | bytes, max_bytes: int) -> Frame:
     """Decode and validate one client frame, or raise FrameError."""
     if isinstance(data, str):
@@ -223,6 +242,10 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Frame:
         problem = payload_error(payload, raw)
         if problem is not None:
             raise FrameError(ErrorCode.INVALID_PAYLOAD, problem, request_id, channel)
+    if struct_type is PresenceSet and "state" in obj:
+        problem = _state_error(obj["state"])
+        if problem is not None:
+            raise FrameError(ErrorCode.INVALID_PRESENCE_STATE, problem, request_id, channel)
     try:
         frame = msgspec.convert(obj, struct_type)
     except msgspec.ValidationError as exc:
