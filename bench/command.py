@@ -29,7 +29,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
         choices=SCENARIO_NAMES,
-        help="fanout | channels | publish | idle | connect | changes | webhooks | all",
+        help="fanout | channels | publish | idle | connect | changes | webhooks | presence | all",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes, a few seconds (used by the test suite)"
@@ -81,7 +81,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subs-per-channel", type=int, help="channels: subscribers per channel")
     g.add_argument("--clients", type=int, help="publish: publishing clients")
     g.add_argument("--connections", type=int, help="idle: idle sessions")
-    g.add_argument("--sessions", type=int, help="connect: sessions to establish")
+    g.add_argument("--sessions", type=int, help="connect, presence: sessions to establish")
     g.add_argument(
         "--rates", type=_rates, help="comma-separated publishes/s, one per step (rising)"
     )

@@ -14,9 +14,10 @@ from types import ModuleType
 
 from bench.harness.sizes import Sizes
 
-NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks")
+NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks", "presence")
 # these measure their baseline inside the server run and return {"server", "baseline"}
-OWN_BASELINE = frozenset({"changes", "webhooks"})
+# (presence has none: the baseline server has no presence; it returns {"server"} only)
+OWN_BASELINE = frozenset({"changes", "webhooks", "presence"})
 # extra `pgrealtime serve` flags: the webhook receiver is on loopback
 SERVER_ARGS = {"webhooks": ["--webhook-allow-private-networks"]}
 
