@@ -25,7 +25,7 @@ from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.engine.hub import Hub, Outbox
-from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
+from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, TokenBucket, UserBudgets
 from pgrealtime.engine.ordering import Ordering, Recovery
 from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher, PublishRefused
@@ -91,8 +91,9 @@ class Session:
         self.publish_bucket = ctx.limits.publish_bucket(now)
         self.frame_bucket = ctx.limits.frame_bucket(now)
         self.subscribe_bucket = ctx.limits.subscribe_bucket(now)
-        self.presence_bucket = ctx.limits.presence_bucket(now)
-        self.connection_id = uuid.uuid4().hex  # an anonymous member's presenceId
+        # made when first needed (session/presence.py): most connections never do
+        self.presence_bucket: TokenBucket | None = None
+        self.connection_id: str | None = None
 
     # -- output ---------------------------------------------------------------
     def send(self, frame: dict) -> None:
@@ -363,14 +364,14 @@ class Session:
         if history is None:
             self.ctx.hub.subscribe(channel, self.outbox)
         reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id}
-        if snapshot is not None:
-            reply["presence"] = snapshot
         if history is None:
             reply["position"] = self.ctx.delivery.last_position(channel) or 0
         else:
             reply["position"] = history.position
             reply["recovered"] = history.recovered
             reply["missed"] = history.count
+        if snapshot is not None:
+            reply["presence"] = snapshot
         self.reply(reply, frame.id)
         return subscription
 

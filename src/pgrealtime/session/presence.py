@@ -9,6 +9,7 @@ leave, and a user joins with its first connection's subscription only.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,6 +29,14 @@ PRESENCE_DISABLED = "PRESENCE_DISABLED"
 Refusal = tuple[str, str]  # (error code, message)
 
 
+def connection_id(session: Session) -> str:
+    """The session's id as a presence connection (an anonymous member's presenceId),
+    made on first use: an idle connection carries none."""
+    if session.connection_id is None:
+        session.connection_id = uuid.uuid4().hex
+    return session.connection_id
+
+
 def join(session: Session, channel: str, in_hub: bool) -> dict[str, Any] | None:
     """Join `channel`'s presence; the snapshot for `subscribed`, None if presence is
     off. Call before the outbox joins the hub (see Presence.join)."""
@@ -35,8 +44,9 @@ def join(session: Session, channel: str, in_hub: bool) -> dict[str, Any] | None:
     if presence is None or channel.startswith("db:"):
         return None
     assert session.principal is not None
-    key = member_key(session.principal.user_id, session.connection_id)
-    return presence.join(channel, key, session.connection_id, session.outbox, in_hub)
+    conn = connection_id(session)
+    key = member_key(session.principal.user_id, conn)
+    return presence.join(channel, key, conn, session.outbox, in_hub)
 
 
 def snapshot(session: Session, channel: str) -> dict[str, Any] | None:
@@ -51,7 +61,7 @@ def leave(session: Session, subscription: Subscription) -> None:
     """After the subscription left the hub."""
     presence = session.ctx.presence
     if presence is not None and subscription.table is None:
-        presence.leave(subscription.channel, session.connection_id, session.outbox)
+        presence.leave(subscription.channel, connection_id(session), session.outbox)
 
 
 def set_state(session: Session, channel: str, state: dict | None, now: float) -> Refusal | None:
@@ -69,8 +79,11 @@ def set_state(session: Session, channel: str, state: dict | None, now: float) ->
         return INVALID_STATE, (
             f"state is {size} bytes as JSON; at most {presence.max_state_bytes} are accepted"
         )
+    limits = session.ctx.limits
+    if session.presence_bucket is None:  # made full on first use, like at connect
+        session.presence_bucket = limits.presence_bucket(now)  # still None: unlimited
     bucket = session.presence_bucket
     if bucket is not None and not bucket.take(now):
-        return RATE_LIMITED, session.ctx.limits.presence_rate_limited_message()
-    presence.update(channel, session.connection_id, state)
+        return RATE_LIMITED, limits.presence_rate_limited_message()
+    presence.update(channel, connection_id(session), state)
     return None
