@@ -167,3 +167,13 @@ async def test_fan_out_skips_the_joiner_and_the_leaver_and_reaches_the_resuming(
     seen_c = [(f["event"], f["member"]["presenceId"]) for f in c.frames()]
     assert seen_c == [("update", "ua"), ("update", "ua"), ("leave", "ub")]  # each once
     assert presence.store.member_count("room") == 2
+
+
+def test_session_refusal_codes_are_protocol_error_codes() -> None:
+    from pgrealtime.protocols.raw_ws.frames import ErrorCode
+    from pgrealtime.session import presence as session_presence
+
+    codes = {v for k, v in vars(ErrorCode).items() if k.isupper()}
+    for name in ("NOT_SUBSCRIBED", "INVALID_CHANNEL", "INVALID_STATE", "RATE_LIMITED",
+                 "PRESENCE_DISABLED"):  # fmt: skip
+        assert getattr(session_presence, name) in codes
