@@ -17,6 +17,7 @@ from pgrealtime.engine.presence import (
     LocalPresenceStore,
     Presence,
     PresenceChange,
+    PresenceStore,
     member_key,
 )
 
@@ -24,14 +25,22 @@ pytestmark = pytest.mark.pure
 
 T0, T1, T2 = "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"
 
+# Every PresenceStore must pass the store tests below: the cluster-wide store of issue
+# 14 joins this list.
+STORES = [LocalPresenceStore]
+
+
+@pytest.fixture(params=STORES, ids=lambda cls: cls.__name__)
+def store(request: pytest.FixtureRequest) -> PresenceStore:
+    return request.param()
+
 
 def test_member_keys() -> None:
     assert member_key("u1", "c1") == (USER, "u1")
     assert member_key(None, "c1") == (ANONYMOUS, "c1")
 
 
-def test_a_user_is_one_member_across_connections() -> None:
-    store = LocalPresenceStore()
+def test_a_user_is_one_member_across_connections(store: PresenceStore) -> None:
     change = store.join("room", (USER, "u1"), "c1", T0)
     assert isinstance(change, PresenceChange)
     assert (change.event, change.channel) == ("join", "room")
@@ -50,24 +59,21 @@ def test_a_user_is_one_member_across_connections() -> None:
     assert store.leave("room", "c2", T2) is None  # nothing to leave twice
 
 
-def test_anonymous_members_are_one_per_connection() -> None:
-    store = LocalPresenceStore()
+def test_anonymous_members_are_one_per_connection(store: PresenceStore) -> None:
     assert store.join("room", member_key(None, "c1"), "c1", T0) is not None
     assert store.join("room", member_key(None, "c2"), "c2", T0) is not None
     members, _ = store.snapshot("room", 0)
     assert [(m["type"], m["presenceId"]) for m in members] == [(ANONYMOUS, "c1"), (ANONYMOUS, "c2")]
 
 
-def test_channels_are_apart() -> None:
-    store = LocalPresenceStore()
+def test_channels_are_apart(store: PresenceStore) -> None:
     store.join("a", (USER, "u1"), "c1", T0)
     assert store.snapshot("b", 0) == ([], False)
     assert store.leave("b", "c1") is None
     assert store.member_count("a") == 1
 
 
-def test_snapshot_in_join_order_and_bounded() -> None:
-    store = LocalPresenceStore()
+def test_snapshot_in_join_order_and_bounded(store: PresenceStore) -> None:
     for n in range(5):
         store.join("room", (USER, f"u{n}"), f"c{n}", T0)
     members, truncated = store.snapshot("room", 3)
@@ -76,8 +82,7 @@ def test_snapshot_in_join_order_and_bounded() -> None:
     assert len(store.snapshot("room", 0)[0]) == 5  # 0: all
 
 
-def test_state_updates_and_snapshots_carry_it() -> None:
-    store = LocalPresenceStore()
+def test_state_updates_and_snapshots_carry_it(store: PresenceStore) -> None:
     store.join("room", (USER, "u1"), "c1", T0)
     store.join("room", (USER, "u1"), "c2", T0)
     change = store.update("room", "c2", {"typing": True}, T1)
@@ -93,8 +98,7 @@ def test_state_updates_and_snapshots_carry_it() -> None:
     assert change.member["state"] == {"typing": True}
 
 
-def test_raw_body_is_the_documented_frame() -> None:
-    store = LocalPresenceStore()
+def test_raw_body_is_the_documented_frame(store: PresenceStore) -> None:
     change = store.join("room", (USER, "u1"), "c1", T0)
     assert change is not None
     assert orjson.loads(change.body()) == {

@@ -216,10 +216,6 @@ class LocalPresenceStore:
         room = self._channels.get(channel)
         return len(room.members) if room is not None else 0
 
-    def is_member(self, channel: str, connection_id: str) -> bool:
-        room = self._channels.get(channel)
-        return room is not None and connection_id in room.connections
-
 
 class Presence:
     """The store and the fan-out of its changes; what sessions call."""
