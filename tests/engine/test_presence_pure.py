@@ -181,3 +181,80 @@ def test_session_refusal_codes_are_protocol_error_codes() -> None:
     for name in ("NOT_SUBSCRIBED", "INVALID_CHANNEL", "INVALID_STATE", "RATE_LIMITED",
                  "PRESENCE_DISABLED"):  # fmt: skip
         assert getattr(session_presence, name) in codes
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_every_view_stays_exact_under_random_joins_leaves_updates_and_resumes(
+    seed: int,
+) -> None:
+    """Connections of a few users (and anonymous ones) subscribe live or by resuming,
+    go live, set states and leave, in random order. Each connection's view (its
+    snapshot, then the frames it got) must equal the channel's members after every
+    step: no join twice, no leave or update of a member it does not have."""
+    import random
+
+    rng = random.Random(seed)
+    hub = Hub(send_buffer_limit=1 << 20)
+    presence = Presence(hub, _encode)
+    users: list[str | None] = ["u0", "u1", "u2", None, None]
+    transports = [_Transport() for _ in range(8)]
+    boxes = [Outbox(hub, t, lambda: None) for t in transports]
+    owner = [rng.choice(users) for _ in boxes]  # None: anonymous
+    views: dict[int, dict[str, dict]] = {}  # connection -> presenceId -> member
+    resuming: set[int] = set()
+    seen = [0] * len(boxes)
+
+    def conn_id(i: int) -> str:
+        return f"c{i}"
+
+    def expected() -> dict[str, dict]:
+        members, _ = presence.store.snapshot("room", 0)
+        return {m["presenceId"]: m for m in members}
+
+    def consume() -> None:
+        for i, transport in enumerate(transports):
+            frames = transport.frames()
+            new, seen[i] = frames[seen[i] :], len(frames)
+            view = views.get(i)
+            for frame in new:
+                assert view is not None, (i, frame)  # nothing after it left
+                member = frame["member"]
+                pid = member["presenceId"]
+                if frame["event"] == "join":
+                    assert pid not in view, ("join twice", i, pid)
+                    view[pid] = member
+                elif frame["event"] == "leave":
+                    assert pid in view, ("leave without join", i, pid)
+                    del view[pid]
+                else:
+                    assert pid in view, ("update without join", i, pid)
+                    view[pid] = member
+
+    for _ in range(60):
+        i = rng.randrange(len(boxes))
+        action = rng.random()
+        if i not in views:
+            live = action < 0.6
+            key = member_key(owner[i], conn_id(i))
+            snap = presence.join("room", key, conn_id(i), boxes[i], in_hub=live)
+            if live:
+                hub.subscribe("room", boxes[i])
+            else:
+                resuming.add(i)
+            views[i] = {m["presenceId"]: m for m in snap["members"]}
+        elif i in resuming and action < 0.5:
+            resuming.discard(i)
+            hub.subscribe("room", boxes[i])  # what Ordering.go_live does
+        elif action < 0.75:
+            presence.update("room", conn_id(i), rng.choice([None, {"n": rng.randrange(3)}]))
+        else:
+            hub.unsubscribe("room", boxes[i])
+            presence.leave("room", conn_id(i), boxes[i])
+            resuming.discard(i)
+            await asyncio.sleep(0)
+            consume()  # what reached it before it left
+            del views[i]
+        await asyncio.sleep(0)  # the hub's flush
+        consume()
+        for view in views.values():
+            assert view == expected()
