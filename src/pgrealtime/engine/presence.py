@@ -237,7 +237,6 @@ class Presence:
         # Subscribers that joined presence before the hub (resuming history): they get
         # changes straight to their outbox until the hub has them.
         self._direct: dict[str, set[Outbox]] = {}
-        self.changes_sent = 0  # frames queued, for tests and the bench
 
     def join(
         self, channel: str, key: MemberKey, connection_id: str, outbox: Outbox, in_hub: bool
@@ -278,7 +277,7 @@ class Presence:
 
     def _fan_out(self, change: PresenceChange) -> None:
         frame = change.frame_for(self.encode)
-        self.changes_sent += self.hub.broadcast(change.channel, frame)
+        self.hub.broadcast(change.channel, frame)
         direct = self._direct.get(change.channel)
         if direct:
             for outbox in list(direct):
@@ -286,4 +285,3 @@ class Presence:
                     direct.discard(outbox)  # caught up: the broadcast reached it
                 else:
                     outbox.send(frame)
-                    self.changes_sent += 1
