@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 from aiohttp import web
+from tests.conftest import Server, eventually, make_settings
 
 from pgrealtime import keys
 from pgrealtime.dashboard.pages import FILES
-from tests.conftest import Server, eventually, make_settings
 
 
 @pytest.fixture
@@ -42,10 +42,10 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(server: Se
 
 
 async def test_the_snapshot_is_for_admins_only(server: Server) -> None:
-    status, body = await server.api("GET", "/api/realtime/dashboard", headers={})
+    status, _ = await server.api("GET", "/api/realtime/dashboard", headers={})
     assert status == 401
     user = {"Authorization": f"Bearer {server.token()}"}
-    status, body = await server.api("GET", "/api/realtime/dashboard", headers=user)
+    status, _ = await server.api("GET", "/api/realtime/dashboard", headers=user)
     assert status == 403
 
 

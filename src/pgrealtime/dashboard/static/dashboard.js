@@ -265,6 +265,7 @@ function channelRow(c) {
         $("channel-error").textContent = error.message;
       }
       loadChannels();
+      if (event.target.checked) resubscribeRefused();
     },
   });
   return el("tr", { class: c.enabled ? "" : "disabled", "data-pattern": c.pattern },
@@ -320,6 +321,7 @@ $("channel-form").addEventListener("submit", async (event) => {
     $("channel-error").textContent = error.message;
   }
   loadChannels();
+  if (body.enabled) resubscribeRefused();
 });
 
 // -- webhook deliveries (REST) -------------------------------------------------------
@@ -428,6 +430,15 @@ function subscribe(channel) {
   send({ type: "subscribe", channel, id: "sub-" + nextId++ });
 }
 
+// A channel changed from this page may now admit what it refused or ended: try again.
+function resubscribeRefused() {
+  if (!wsAuthed) return;
+  for (const channel of watched) {
+    const state = subscribed.get(channel);
+    if (state !== "ok" && state !== "pending") subscribe(channel);
+  }
+}
+
 function watch(channel) {
   channel = channel.trim();
   if (!channel || watched.has(channel)) return;
@@ -448,10 +459,12 @@ function unwatch(channel) {
 function renderWatched() {
   const chips = [...watched].map((channel) => {
     const state = subscribed.get(channel) || "pending";
+    const failed = state !== "ok" && state !== "pending";
     const title = state === "ok" ? "subscribed" : state === "pending" ? "subscribing…" : state;
-    return el("span", { class: "chip", title, "data-channel": channel, "data-state": state === "ok" || state === "pending" ? state : "error" },
+    return el("span", { class: "chip", title, "data-channel": channel, "data-state": failed ? "error" : state },
       (state === "ok" ? "● " : state === "pending" ? "○ " : "⚠ ") + channel,
-      el("button", { type: "button", "aria-label": "Stop watching " + channel, onclick: () => unwatch(channel) }, "×"));
+      failed && wsAuthed ? el("button", { type: "button", title: "Subscribe again", "aria-label": "Subscribe again to " + channel, onclick: () => subscribe(channel) }, "↻") : null,
+      el("button", { type: "button", title: "Stop watching", "aria-label": "Stop watching " + channel, onclick: () => unwatch(channel) }, "×"));
   });
   $("watched").replaceChildren(...chips);
 }
