@@ -22,6 +22,7 @@ async def dashboard_snapshot(request: web.Request) -> web.Response:
     app = request.app
     parts = Parts(
         hub=app[keys.HUB],
+        db_channels=app[keys.SESSION_CONTEXT].db_channels,
         publisher=app[keys.PUBLISHER],
         delivery=app[keys.DELIVERY],
         feed=app[keys.CHANGES],

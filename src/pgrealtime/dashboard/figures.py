@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from pgrealtime.changes.feed import ChangeFeed
+from pgrealtime.changes.route import DbChannels
 from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.bus.base import Bus
 from pgrealtime.engine.hub import Hub
@@ -42,6 +43,7 @@ class Parts:
     """What a snapshot reads: the server's parts, as app.py built them."""
 
     hub: Hub
+    db_channels: DbChannels
     publisher: Publisher
     delivery: Ordering
     feed: ChangeFeed | None
@@ -50,11 +52,13 @@ class Parts:
     connections: int  # live WebSocket sessions of this process
 
 
-def channels(hub: Hub, limit: int = MAX_CHANNELS) -> list[dict[str, Any]]:
-    """The channels with local subscribers, busiest first (name order among equals)."""
+def channels(hub: Hub, db_channels: DbChannels) -> list[tuple[int, str]]:
+    """(local subscribers, name) of every channel that has some, busiest first (name
+    order among equals); `db:` channels counted per table."""
     counted = [(hub.subscriber_count(name), name) for name in hub.channel_names()]
+    counted += [(count, name) for name, count in db_channels.subscriber_counts().items()]
     counted.sort(key=lambda item: (-item[0], item[1]))
-    return [{"name": name, "subscribers": count} for count, name in counted[:limit]]
+    return counted
 
 
 async def webhook_queue(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -80,7 +84,7 @@ def change_feed(feed: ChangeFeed | None) -> dict[str, Any]:
 
 async def snapshot(parts: Parts) -> dict[str, Any]:
     """The dashboard's figures now (docs/operating.md, "Dashboard", lists them)."""
-    listed = channels(parts.hub)
+    counted = channels(parts.hub, parts.db_channels)
     listener = parts.listener
     feed = change_feed(parts.feed)
     return {
@@ -89,8 +93,8 @@ async def snapshot(parts: Parts) -> dict[str, Any]:
         "published": parts.publisher.published,
         "delivered": parts.delivery.delivered,
         "changesDelivered": feed.get("delivered_changes") or 0,
-        "channels": listed,
-        "channelsWithSubscribers": len(parts.hub.channel_names()),
+        "channels": [{"name": name, "subscribers": n} for n, name in counted[:MAX_CHANNELS]],
+        "channelsWithSubscribers": len(counted),
         "listener": None
         if listener is None
         else ("connected" if listener.connected.is_set() else "reconnecting"),
