@@ -246,7 +246,10 @@ async function loadChannels() {
   try {
     const channels = await api("GET", "/channels");
     channelsById = new Map(channels.map((c) => [c.id, c]));
-    $("channels").tBodies[0].replaceChildren(...channels.map(channelRow));
+    const rows = channels.length ? channels.map(channelRow)
+      : [el("tr", {}, el("td", { colSpan: 4, class: "muted" },
+        "No channels yet: clients may subscribe only to names a channel's pattern matches."))];
+    $("channels").tBodies[0].replaceChildren(...rows);
   } catch (error) {
     $("channel-error").textContent = error.message;
   }
