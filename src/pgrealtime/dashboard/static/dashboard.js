@@ -12,6 +12,7 @@ const WATCHED = "pgrealtime.watched";
 const POLL_MS = 1000;
 const HISTORY = 60; // sparkline points: one minute at one poll a second
 const MAX_STREAM = 500;
+const DELIVERIES_EVERY = 15; // polls between two looks at the webhook deliveries
 const API = "/api/realtime";
 
 const $ = (id) => document.getElementById(id);
@@ -151,10 +152,12 @@ function schedulePoll() {
 
 async function poll() {
   if (!apiKey) return;
+  if (document.hidden) { schedulePoll(); return; } // a tab in the background costs nothing
   try {
     render(await api("GET", "/dashboard"));
     tick += 1;
-    if (tick % 5 === 0) loadDeliveries();
+    // the delivery list reads the whole deliveries table (no index on the update time)
+    if (tick % DELIVERIES_EVERY === 0) loadDeliveries();
     if (tick % 10 === 0) loadChannels();
   } catch (error) {
     if (!apiKey) return;
