@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from pgrealtime import keys
-from pgrealtime.api import channels, health, messages, openapi, permissions, tables
+from pgrealtime.api import channels, dashboard, health, messages, openapi, permissions, tables
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
@@ -21,6 +21,7 @@ from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
+from pgrealtime.dashboard import pages as dashboard_pages
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.bus.base import Bus
@@ -109,7 +110,9 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.add_routes(tables.routes)
     app.add_routes(openapi.routes)
     webhook_routes.add_routes(app)
-    app[keys.OPENAPI_EXTRA_PATHS] = webhook_routes.OPENAPI_PATHS
+    dashboard.add_routes(app)
+    dashboard_pages.add_routes(app)
+    app[keys.OPENAPI_EXTRA_PATHS] = {**webhook_routes.OPENAPI_PATHS, **dashboard.OPENAPI_PATHS}
     app.router.add_get("/realtime", realtime_endpoint)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)

@@ -123,6 +123,7 @@ def test_openapi_fragment() -> None:
     assert set(OPENAPI_PATHS) == {
         "/api/realtime/messages/{id}/deliveries",
         "/api/realtime/messages/{id}/deliveries/retry",
+        "/api/realtime/webhooks/deliveries",
     }
     listing = OPENAPI_PATHS["/api/realtime/messages/{id}/deliveries"]["get"]
     assert set(listing["responses"]) == {"200", "400", "401", "404"}

@@ -1,7 +1,7 @@
-"""Webhook deliveries of a message: see every attempt's state, and retry failed ones.
+"""Webhook deliveries: a message's, or the latest of any message; retry failed ones.
 
 Admin-only like every /api/realtime route (the middleware checks that). Operators
-need this when a receiver was broken: to see why it failed, then send again.
+need this when a receiver was broken: to see what failed and why, then send again.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from aiohttp import web
 from pgrealtime import keys
 from pgrealtime.api.errors import ApiError
 from pgrealtime.api.http import ERROR_SCHEMA, json_content, json_response
+from pgrealtime.api.params import optional_int
 from pgrealtime.util.timefmt import rfc3339
 from pgrealtime.webhooks import store
 
 MESSAGE_NOT_FOUND = "REALTIME_MESSAGE_NOT_FOUND"
+STATUSES = ("pending", "delivered", "failed", "dead")
+DEFAULT_RECENT_STATUSES = ("failed", "dead")
+MAX_RECENT = 500
 
 
 def _message_id(request: web.Request) -> uuid.UUID:
@@ -64,7 +68,33 @@ async def retry_deliveries(request: web.Request) -> web.Response:
     return json_response({"requeued": requeued})
 
 
+def _statuses(request: web.Request) -> tuple[str, ...]:
+    given = request.query.get("status")
+    if given is None:
+        return DEFAULT_RECENT_STATUSES
+    wanted = tuple(given.split(","))
+    if not all(s in STATUSES for s in wanted):
+        raise ApiError(
+            400, "INVALID_INPUT", f"status must be a comma-separated list of {', '.join(STATUSES)}"
+        )
+    return wanted
+
+
+async def recent_deliveries(request: web.Request) -> web.Response:
+    """The latest deliveries of any message (failures by default), newest change first."""
+    statuses = _statuses(request)
+    limit = optional_int(request, "limit", 50, 1, MAX_RECENT)
+    rows = await store.recent_deliveries(request.app[keys.POOL], statuses, limit)
+    return json_response(
+        [
+            {**delivery_json(r), "channelName": r["channel_name"], "eventName": r["event_name"]}
+            for r in rows
+        ]
+    )
+
+
 def add_routes(app: web.Application, prefix: str = "/api/realtime") -> None:
+    app.router.add_get(f"{prefix}/webhooks/deliveries", recent_deliveries)
     app.router.add_get(f"{prefix}/messages/{{id}}/deliveries", list_deliveries)
     app.router.add_post(f"{prefix}/messages/{{id}}/deliveries/retry", retry_deliveries)
 
@@ -107,7 +137,59 @@ def openapi_paths(prefix: str = "/api/realtime") -> dict[str, Any]:
         "401": json_content(ERROR_SCHEMA, "No or invalid admin credentials"),
         "404": json_content(ERROR_SCHEMA, "No such message (REALTIME_MESSAGE_NOT_FOUND)"),
     }
+    recent = {
+        **_DELIVERY,
+        "required": [*_DELIVERY["required"], "channelName", "eventName"],
+        "properties": {
+            **_DELIVERY["properties"],
+            "channelName": {"type": "string"},
+            "eventName": {"type": "string"},
+        },
+    }
+    status_list = "(pending|delivered|failed|dead)"
     return {
+        f"{prefix}/webhooks/deliveries": {
+            "get": {
+                "tags": ["Webhooks"],
+                "summary": "The latest webhook deliveries of any message",
+                "description": "Newest change first; failed and dead ones unless `status` "
+                "says otherwise (the dashboard's list of failures).",
+                "operationId": "listRecentDeliveries",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "comma-separated statuses (default failed,dead)",
+                        "schema": {
+                            "type": "string",
+                            "pattern": f"^{status_list}(,{status_list})*$",
+                        },
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_RECENT,
+                            "default": 50,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The deliveries",
+                        "content": {
+                            "application/json": {"schema": {"type": "array", "items": recent}}
+                        },
+                    },
+                    "400": json_content(ERROR_SCHEMA, "A bad status or limit (INVALID_INPUT)"),
+                    "401": common["401"],
+                },
+            }
+        },
         f"{prefix}/messages/{{id}}/deliveries": {
             "get": {
                 "tags": ["Webhooks"],

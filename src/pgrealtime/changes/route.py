@@ -104,6 +104,14 @@ class DbChannels:
             if not subscribers:
                 del self._by_table[subscriber.key]
 
+    def subscriber_counts(self) -> dict[str, int]:
+        """`db:` channel name -> local subscribers (for the dashboard). One name per
+        table: `db:table` in schema public, `db:schema.table` elsewhere."""
+        return {
+            f"db:{table}" if schema == "public" else f"db:{schema}.{table}": len(subscribers)
+            for (schema, table), subscribers in self._by_table.items()
+        }
+
     @staticmethod
     def refresh_claims(subscriber: TableSubscriber, principal: Principal) -> None:
         """The caller sent a new token of the same identity: check its rows with the new

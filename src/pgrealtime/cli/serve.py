@@ -60,6 +60,14 @@ async def _settle_gc(app: object) -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _browsable(host: str) -> str:
+    """A host a browser can open: a listen-on-everything address is this machine, and
+    browsers refuse 0.0.0.0 as a destination (and need brackets around IPv6)."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - compared, not bound
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
+
+
 def _banner(
     settings: Settings,
     generated_secrets: bool,
@@ -75,6 +83,8 @@ def _banner(
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
         f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
+        f"  Dashboard:  http://{_browsable(settings.host)}:{settings.port}/dashboard"
+        "   (sign in with the API key)",
         f"  Data dir:   {settings.data_dir}",
         f"  Retention:  {retention}   (PATCH /api/realtime/config to change)",
     ]

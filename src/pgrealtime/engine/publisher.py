@@ -161,6 +161,9 @@ class Publisher:
         # Publishes queued and not yet answered: shutdown waits for them to be
         # stored, fanned out and acked before it closes connections.
         self.in_flight = 0
+        # messages stored through this publisher since start (the dashboard's
+        # publishes/s): counted once per batch, refusals taken off on their rare path
+        self.published = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -313,9 +316,11 @@ class Publisher:
 
     def _settle(self, batch: list[_Item], rows: list[asyncpg.Record]) -> None:
         """Fan out what was stored, in order, then answer each publisher."""
+        self.published += len(rows)
         for idx, status, channel_id, created_at, seq, position, detail in rows:
             item = batch[idx - 1]
             if status != "ok":
+                self.published -= 1
                 if not item.future.done():
                     item.future.set_exception(PublishRefused(status, detail))
                 continue

@@ -122,6 +122,19 @@ FROM realtime.webhook_deliveries WHERE message_id = $1
 ORDER BY created_at, url
 """
 
+# The most recently changed deliveries of the given statuses, with the message's channel
+# and event (the dashboard's list). Not indexed by updated_at: a scan of the table, once
+# per look an operator takes, not per delivery.
+_RECENT = """
+SELECT d.id, d.message_id, d.url, d.status, d.attempts, d.last_error, d.last_status_code,
+       d.next_attempt_at, d.delivered_at, d.created_at, d.updated_at,
+       m.channel_name, m.event_name
+FROM realtime.webhook_deliveries d JOIN realtime.messages m ON m.id = d.message_id
+WHERE d.status = ANY($1::text[])
+ORDER BY d.updated_at DESC, d.id
+LIMIT $2
+"""
+
 # Requeue gives a fresh retry period and attempt count: an operator who asks again
 # has usually fixed the receiver.
 _REQUEUE = """
@@ -347,6 +360,13 @@ async def list_deliveries(
     conn: asyncpg.Connection | asyncpg.Pool, message_id: uuid.UUID
 ) -> list[asyncpg.Record]:
     return await conn.fetch(_LIST, message_id)
+
+
+async def recent_deliveries(
+    conn: asyncpg.Connection | asyncpg.Pool, statuses: Sequence[str], limit: int
+) -> list[asyncpg.Record]:
+    """The `limit` most recently changed deliveries whose status is one of `statuses`."""
+    return await conn.fetch(_RECENT, list(statuses), limit)
 
 
 async def requeue(conn: asyncpg.Connection | asyncpg.Pool, message_id: uuid.UUID) -> int:
