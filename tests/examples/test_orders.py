@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -155,3 +156,25 @@ async def test_order_tracking_flow(demo) -> None:
         assert uuid.UUID(demo.webhooks[0]["deliveryId"])
     finally:
         await http.close()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
+async def test_the_page_shows_history_on_load_in_chromium(demo) -> None:
+    """The page itself, in headless Chromium (no driver: --dump-dom after the page's
+    scripts ran): it connects, lists alice's order and replays its timeline."""
+    async with aiohttp.ClientSession(demo.app_url) as http:
+        async with http.post("/api/orders", json={"user": "alice", "item": "kettle"}) as r:
+            order_id = (await r.json())["id"]
+        async with http.post(f"/api/orders/{order_id}/advance") as r:
+            assert r.status == 200
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+            "--virtual-time-budget=60000", "--dump-dom", demo.app_url]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    dom = (await asyncio.wait_for(proc.communicate(), 90))[0].decode()
+    assert '<span id="status" class="ok">connected</span>' in dom, dom
+    assert "#1 order.placed" in dom and "#2 order.packed" in dom, dom
