@@ -147,15 +147,23 @@ class Client:
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def close(self) -> None:
-        """Unsubscribe nothing, close the connection and end every subscription's
-        iteration (after the messages already received)."""
+        """Close the connection (without unsubscribing: the server forgets a closed
+        connection's subscriptions) and end every subscription's iteration after the
+        messages already received; callbacks get a second to handle theirs."""
         if self._closing:
             return
         self._closing = True
         self._connected.set()
-        for sub in list(self._subs.values()):
+        subs = list(self._subs.values())
+        for sub in subs:
             sub._end(None)
         self._subs.clear()
+        # callbacks finish what was already received (briefly), then stop
+        dispatchers = [s._dispatcher for s in subs if s._dispatcher is not None]
+        if dispatchers:
+            _, late = await asyncio.wait(dispatchers, timeout=1.0)
+            for task in late:
+                task.cancel()
         for task in (self._refresh, self._supervisor):
             if task is not None:
                 task.cancel()
@@ -209,10 +217,10 @@ class Client:
                 if self._subs.get(channel) is sub:
                     del self._subs[channel]
                 continue  # subscribe on the next connection
-            except BaseException as exc:
+            except BaseException:
                 if self._subs.get(channel) is sub:
                     del self._subs[channel]
-                sub._end(exc if isinstance(exc, Exception) else None)
+                sub._end(None)  # the caller gets the error; a callback just stops
                 raise
 
     async def publish(self, channel: str, event: str, payload: Any) -> Published:
