@@ -250,10 +250,9 @@ class Client:
                     await self._request_on(self._ws, frames.unsubscribe(sub.channel, self._id()))
         sub._end(None)
 
-    async def _presence_set(self, sub: Subscription) -> None:
-        if self.connected and self._ws is not None and sub.presence_state is not None:
-            frame = frames.presence_set(sub.channel, sub.presence_state, self._id())
-            await self._ws.send_str(frames.encode(frame).decode())
+    async def _presence_set(self, sub: Subscription, state: dict[str, Any] | None) -> None:
+        ws = await self._wait_connected()
+        await self._request_on(ws, frames.presence_set(sub.channel, state, self._id()))
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -337,8 +336,12 @@ class Client:
                     del self._subs[sub.channel]
                 sub._end(SubscriptionEnded(exc.code, exc.message, sub.channel))
                 return
-            if sub.presence_state is not None:
-                await self._presence_set(sub)
+            if sub.presence_state is not None:  # this connection's state, set again
+                frame = frames.presence_set(sub.channel, sub.presence_state, self._id())
+                try:
+                    await self._request_on(ws, frame)
+                except ServerError as exc:
+                    log.warning("presence state on %s not restored: %s", sub.channel, exc)
             return
 
     async def _open(self) -> None:

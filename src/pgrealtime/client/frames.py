@@ -82,6 +82,13 @@ class Presence(_Frame, tag="presence"):
     member: dict[str, Any]
 
 
+class PresenceUpdated(_Frame, tag="presence_updated"):
+    """Reply to `presence_set`."""
+
+    channel: str
+    id: RequestId | None = None
+
+
 class Pong(_Frame, tag="pong"):
     """Reply to `ping`."""
 
@@ -98,7 +105,15 @@ class Error(_Frame, tag="error"):
 
 
 ServerFrame = (
-    AuthSuccess | Subscribed | Unsubscribed | Published | Message | Presence | Pong | Error
+    AuthSuccess
+    | Subscribed
+    | Unsubscribed
+    | Published
+    | Message
+    | Presence
+    | PresenceUpdated
+    | Pong
+    | Error
 )
 _decoder = msgspec.json.Decoder(ServerFrame)
 _encoder = msgspec.json.Encoder()
@@ -149,7 +164,9 @@ def publish(channel: str, event: str, payload: Any, request_id: RequestId) -> di
     }
 
 
-def presence_set(channel: str, state: dict[str, Any], request_id: RequestId) -> dict[str, Any]:
+def presence_set(
+    channel: str, state: dict[str, Any] | None, request_id: RequestId
+) -> dict[str, Any]:
     return {"type": "presence_set", "channel": channel, "state": state, "id": request_id}
 
 

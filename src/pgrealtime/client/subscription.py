@@ -61,6 +61,8 @@ class Subscription:
         self.recovered: bool = True
         #: presence members by presenceId (empty on servers without presence)
         self.presence: dict[str, dict[str, Any]] = {}
+        #: whether the server sent a presence snapshot (it has presence, and it is on)
+        self.has_presence = False
         self.presence_state: dict[str, Any] | None = None
         self.on_presence = on_presence
         self._queue: asyncio.Queue[Message | _End] = asyncio.Queue()
@@ -100,11 +102,12 @@ class Subscription:
         """Stop the subscription; messages already received are still iterated."""
         await self.client._unsubscribe(self)
 
-    async def set_presence(self, state: dict[str, Any]) -> None:
-        """Set this connection's presence state on the channel (servers with presence);
-        sent again after every reconnect."""
+    async def set_presence(self, state: dict[str, Any] | None) -> None:
+        """Set (None: clear) this connection's presence state on the channel; sent again
+        after every reconnect. Raises ServerError (e.g. INVALID_PRESENCE_STATE, or
+        UNKNOWN_TYPE on a server without presence)."""
+        await self.client._presence_set(self, state)
         self.presence_state = state
-        await self.client._presence_set(self)
 
     async def publish(self, event: str, payload: Any) -> Any:
         """`client.publish` on this subscription's channel."""
@@ -135,6 +138,7 @@ class Subscription:
                 # what follows starts after position - missed
                 self.last_position = reply.position - (reply.missed or 0)
         if reply.presence is not None:
+            self.has_presence = True
             members = reply.presence.get("members") or []
             self.presence = {str(m.get("presenceId")): m for m in members if isinstance(m, dict)}
 
