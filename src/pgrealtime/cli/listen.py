@@ -47,10 +47,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     try:
         with connect(args.url, token=token) as client:
             sub = client.subscribe(args.channel, since=since, filter=args.filter)
+            where = f" after position {sub.last_position}" if sub.last_position else ""
             print(
-                f"listening on {args.channel} (position {sub.last_position}); Ctrl-C to stop",
-                file=sys.stderr,
-                flush=True,
+                f"listening on {args.channel}{where}; Ctrl-C to stop", file=sys.stderr, flush=True
             )
             for seen, message in enumerate(sub, start=1):
                 sys.stdout.write(msgspec.json.encode(message).decode() + "\n")

@@ -57,8 +57,6 @@ log = logging.getLogger("pgrealtime.client")
 DEFAULT_URL = "ws://127.0.0.1:7130/realtime"
 TokenSource = str | Callable[[], str | Awaitable[str]]
 _Hook = Callable[[Any], None]
-# Failures of one reconnection attempt that the next attempt may not meet.
-_RETRYABLE = (aiohttp.ClientError, OSError, TimeoutError, ServerError, ConnectionLost)
 
 
 def normalize_url(url: str) -> str:
@@ -460,8 +458,8 @@ class Client:
                     break
                 except AuthenticationError as exc:
                     return await self._fail(exc)
-                except _RETRYABLE as exc:
-                    log.info("reconnect failed: %s", exc)
+                except Exception as exc:  # network, server, or the token callable: retry
+                    log.info("reconnect failed: %r", exc)
             else:
                 return await self._fail(ConnectionLost("gave up reconnecting"))
             self.reconnects += 1

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from pgrealtime.client.frames import Message, Presence, Subscribed
+from pgrealtime.client.frames import Message, Presence, Published, Subscribed
 
 if TYPE_CHECKING:
     from pgrealtime.client.connection import Client
@@ -109,7 +109,7 @@ class Subscription:
         await self.client._presence_set(self, state)
         self.presence_state = state
 
-    async def publish(self, event: str, payload: Any) -> Any:
+    async def publish(self, event: str, payload: Any) -> Published:
         """`client.publish` on this subscription's channel."""
         return await self.client.publish(self.channel, event, payload)
 
