@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 from tests.conftest import API_KEY, JWT_SECRET
 from tests.test_cli import PGREALTIME, _env, _free_port, _wait_healthy
 
@@ -27,12 +28,15 @@ def _serve(db_url: str, data_dir: Path, port: int) -> subprocess.Popen:
     )
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
+def _stop(proc: subprocess.Popen, how: signal.Signals = signal.SIGTERM) -> None:
+    proc.send_signal(how)
+    assert proc.wait(timeout=20) == (0 if how == signal.SIGTERM else -how)
 
 
-async def test_restart_between_messages_no_gap_no_duplicate(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+async def test_restart_between_messages_no_gap_no_duplicate(
+    db_url: str, tmp_path: Path, how: signal.Signals
+) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     tokens_handed_out = []
@@ -61,7 +65,7 @@ async def test_restart_between_messages_no_gap_no_duplicate(db_url: str, tmp_pat
                 assert ack.position == i
             first = [await sub.get(timeout=5) for _ in range(3)]  # handed out before the stop
 
-            _stop(proc)
+            _stop(proc, how)
             for i in range(4, 7):  # while no server runs: stored by SQL, replayed on resume
                 await db.execute(
                     "SELECT realtime.publish('order:1', 'step', $1::jsonb)", json.dumps({"i": i})
