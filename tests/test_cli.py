@@ -16,6 +16,8 @@ import aiohttp
 import jwt
 from tests.conftest import API_KEY, JWT_SECRET
 
+from pgrealtime.client import connect
+
 PGREALTIME = [sys.executable, "-m", "pgrealtime.cli"]
 
 
@@ -50,21 +52,9 @@ async def _wait_healthy(base: str, proc: subprocess.Popen) -> None:
 
 
 async def _publish_over_ws(base: str, token: str, n: int) -> list[str]:
-    ids = []
-    async with aiohttp.ClientSession() as http, http.ws_connect(base + "/realtime") as ws:
-        await ws.send_json({"type": "auth", "token": token})
-        assert (await ws.receive_json())["type"] == "auth_success"
-        await ws.send_json({"type": "subscribe", "channel": "log:1"})
-        assert (await ws.receive_json())["type"] == "subscribed"
-        for i in range(n):
-            await ws.send_json(
-                {"type": "publish", "channel": "log:1", "event": "line", "payload": {"i": i}}
-            )
-        while len(ids) < n:
-            frame = await ws.receive_json(timeout=5)
-            if frame["type"] == "published":
-                ids.append(frame["messageId"])
-    return ids
+    async with connect(base, token=token) as client:
+        await client.subscribe("log:1")
+        return [(await client.publish("log:1", "line", {"i": i})).message_id for i in range(n)]
 
 
 async def test_restart_keeps_history(db_url: str, tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ FORBIDDEN = {
     "pgrealtime.engine": ("aiohttp", "pgrealtime.api", "pgrealtime.cli", "pgrealtime.protocols"),
     "pgrealtime.session": ("aiohttp", "pgrealtime.api", "pgrealtime.cli", "pgrealtime.protocols"),
 }
+# The client ships apart from the server one day: it may import only itself (and the
+# package's empty __init__), never a server module.
+CLIENT = "pgrealtime.client"
 # Known exceptions, each with the reason it is still there (docs/architecture.md, "Left").
 ALLOWED = {
     # the session still parses and encodes raw-WS frames itself: the neutral request
@@ -168,4 +171,19 @@ def test_product_never_imports_bench() -> None:
             if name.startswith("pgrealtime.cli") and not at_module_level:
                 continue
             wrong.append(f"{name} imports {imported}")
+    assert wrong == []
+
+
+def test_client_imports_nothing_of_the_server() -> None:
+    modules = _modules()
+    known = set(modules)
+    wrong = []
+    for name, path in modules.items():
+        if name != CLIENT and not name.startswith(CLIENT + "."):
+            continue
+        for imported, _ in _imports(name, path, known):
+            if imported.startswith(ROOT + ".") and not (
+                imported == CLIENT or imported.startswith(CLIENT + ".")
+            ):
+                wrong.append(f"{name} imports {imported}")
     assert wrong == []

@@ -6,6 +6,11 @@ never from when the generator got round to sending it, so a server (or client)
 that falls behind shows up as latency instead of silently lowering the offered
 load (no coordinated omission). Sender and receivers share one process and one
 monotonic clock (perf_counter_ns), so the scheduled time travels in the payload.
+
+It speaks raw frames instead of using pgrealtime.client on purpose: at tens of
+thousands of messages per second the generator must cost less than the server it
+measures (no typed decoding, no per-message queue or resume bookkeeping), and a
+benchmark wants a dropped session counted, not silently reconnected.
 """
 
 from __future__ import annotations

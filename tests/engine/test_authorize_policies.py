@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from tests.conftest import Server
 
 from pgrealtime import keys
+from pgrealtime.client import ServerError, connect
 
 SCHEMA = """
 CREATE TABLE public.orders (id uuid PRIMARY KEY, user_id uuid NOT NULL);
@@ -38,15 +40,20 @@ async def test_users_subscribe_only_to_orders_they_own(server: Server) -> None:
     await server.db.execute("INSERT INTO orders VALUES ($1, $2)", uuid.UUID(order),
                             uuid.UUID(alice))  # fmt: skip
 
-    a = await server.connect(server.token(sub=alice))
-    b = await server.connect(server.token(sub=bob))
-    assert (await a.subscribe(f"order:{order}"))["type"] == "subscribed"
-    denied = await b.subscribe(f"order:{order}")
-    assert denied["code"] == "REALTIME_UNAUTHORIZED"
-    assert denied["message"] == "Not authorized to subscribe to this channel"
-    assert (await a.subscribe(f"order:{uuid.uuid4()}"))["code"] == "REALTIME_UNAUTHORIZED"
-    # a malformed id in the name is a refusal, not a crash
-    assert (await a.subscribe("order:not-a-uuid"))["code"] == "REALTIME_UNAUTHORIZED"
+    async with (
+        connect(server.base, token=server.token(sub=alice)) as a,
+        connect(server.base, token=server.token(sub=bob)) as b,
+    ):
+        await a.subscribe(f"order:{order}")
+        with pytest.raises(ServerError) as denied:
+            await b.subscribe(f"order:{order}")
+        assert denied.value.code == "REALTIME_UNAUTHORIZED"
+        assert denied.value.message == "Not authorized to subscribe to this channel"
+        # someone else's order, and a malformed id in the name: refusals, not crashes
+        for name in (f"order:{uuid.uuid4()}", "order:not-a-uuid"):
+            with pytest.raises(ServerError) as denied:
+                await a.subscribe(name)
+            assert denied.value.code == "REALTIME_UNAUTHORIZED"
 
 
 async def test_only_room_members_may_publish(server: Server) -> None:

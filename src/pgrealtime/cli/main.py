@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pgrealtime import __version__
-from pgrealtime.cli import bench, migrate, replica_identity, serve, token
+from pgrealtime.cli import bench, listen, migrate, publish, replica_identity, serve, token
 
 DESCRIPTION = """\
 pgrealtime: realtime channels, WebSocket pub/sub and PostgreSQL change notifications,
@@ -14,6 +14,8 @@ with permissions decided by your PostgreSQL row-level-security policies.
 Quick start (no database needed; an embedded PostgreSQL is started for you):
   pgrealtime serve                      # prints the API key and where data lives
   pgrealtime token --sub $(python3 -c 'import uuid; print(uuid.uuid4())')
+  pgrealtime listen CHANNEL             # in a second shell: messages as JSON lines
+  pgrealtime publish CHANNEL EVENT '{"hello": "world"}'
 Every flag can also be set with a PGREALTIME_* environment variable (see --help of each).
 """
 
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pgrealtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (serve, migrate, token, replica_identity, bench):
+    for command in (serve, migrate, token, replica_identity, listen, publish, bench):
         command.add_parser(commands)
     return parser
 
