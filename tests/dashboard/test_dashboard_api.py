@@ -81,6 +81,8 @@ async def test_the_snapshot_counts_connections_subscribers_publishes_and_deliver
     assert after["channels"] == [{"name": "room:1", "subscribers": 4},
                                  {"name": "room:2", "subscribers": 1}]  # fmt: skip
     assert after["channelsWithSubscribers"] == 2
+    # each test token names its own user: one presence member per connection here
+    assert after["presence"] == {"room:1": 4, "room:2": 1}
     assert after["published"] - before["published"] == 5
     assert after["monotonicSeconds"] > before["monotonicSeconds"]
     # deliveries are summed when the audience counts are written (every 0.2 s)

@@ -29,6 +29,7 @@ async def dashboard_snapshot(request: web.Request) -> web.Response:
         listener=app.get(keys.LISTENER),
         pool=app[keys.POOL],
         connections=len(app[keys.SESSIONS].live),
+        presence=app[keys.SESSION_CONTEXT].presence,
     )
     return json_response(await snapshot(parts))
 
@@ -83,7 +84,12 @@ _SNAPSHOT: dict[str, Any] = {
                 "pendingCapped": {"type": "boolean"},
             },
         },
-        "presence": {"type": ["object", "null"], "description": "reserved: per-channel presence"},
+        "presence": {
+            "type": ["object", "null"],
+            "additionalProperties": _COUNTER,
+            "description": "presence members (one per user) of each listed channel;"
+            " null when the server runs with --no-presence",
+        },
     },
 }
 

@@ -22,6 +22,7 @@ from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.bus.base import Bus
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.ordering import Ordering
+from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher
 
 # The busiest channels listed (by local subscribers); the rest are only counted. A
@@ -50,6 +51,7 @@ class Parts:
     listener: Bus | None
     pool: asyncpg.Pool
     connections: int  # live WebSocket sessions of this process
+    presence: Presence | None = None  # None with --no-presence
 
 
 def channels(hub: Hub, db_channels: DbChannels) -> list[tuple[int, str]]:
@@ -100,6 +102,8 @@ async def snapshot(parts: Parts) -> dict[str, Any]:
         else ("connected" if listener.connected.is_set() else "reconnecting"),
         "changes": feed,
         "webhooks": await webhook_queue(parts.pool),
-        # presence per channel: filled in once the server tracks presence
-        "presence": None,
+        # members per listed channel (one per user); null with --no-presence
+        "presence": None
+        if parts.presence is None
+        else {name: parts.presence.store.member_count(name) for _, name in counted[:MAX_CHANNELS]},
     }
