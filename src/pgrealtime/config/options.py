@@ -186,6 +186,20 @@ OPTIONS: tuple[Option, ...] = (
         zero="every event-loop tick",
         doc_default="`0`",
     ),
+    _o(
+        "metrics_public",
+        bool,
+        False,
+        "server",
+        "serve GET /metrics without the admin API key (for a scrape network)",
+        "serve `GET /metrics` (Prometheus) without the admin API key, for a scrape "
+        "network that cannot send one; off: it needs `Authorization: Bearer <api key>` "
+        "([operating.md](operating.md#metrics))",
+        kind="on",
+        help_default="off",
+        doc_default="off",
+        doc_env="(`1`, `true`, `yes`, `on`)",
+    ),
     # --- serve: database -----------------------------------------------------------
     _o(
         "db_pool_size",

@@ -81,6 +81,7 @@ class Ordering:
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self.gaps_filled = 0  # messages read back from the table to close a gap
+        self.delivered = 0  # frames queued to subscribers (for metrics)
 
     # -- positions ------------------------------------------------------------
     def last_position(self, channel: str) -> int | None:
@@ -134,6 +135,9 @@ class Ordering:
             audience += self._offer(recoveries, message, frame)
         if audience:
             self._counts[message.id] = self._counts.get(message.id, 0) + audience
+            self.delivered += audience
+            if self.hub.latency_sample is None:
+                self.hub.latency_sample = message.created_at
         return audience
 
     def _hold(self, channel: str, message: StoredMessage, gap: _Gap | None) -> None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,7 @@ class _Item:
     future: asyncio.Future[StoredMessage]
     size: int  # about what the item adds to the encoded batch
     id: str = ""
+    source: str = "websocket"  # who asked: the protocol's name (a metrics label)
 
 
 def _item_size(item: _Item) -> int:
@@ -163,6 +165,11 @@ class Publisher:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # For metrics: messages stored by source, refusals by status ('unavailable' or
+        # 'error' too when a whole batch failed), a hook told each batch's size and time.
+        self.published: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.observe_batch: Callable[[int, float], None] | None = None
 
     @staticmethod
     def _connect_factory(dsn: str) -> Connect:
@@ -177,7 +184,12 @@ class Publisher:
         return connect
 
     def publish(
-        self, principal: Principal, channel: str, event: str, payload: dict[str, Any]
+        self,
+        principal: Principal,
+        channel: str,
+        event: str,
+        payload: dict[str, Any],
+        source: str = "websocket",
     ) -> asyncio.Future[StoredMessage]:
         """Queue a publish; the future gives the stored message (after it is fanned
         out) or raises PublishRefused. A future rather than a coroutine: awaiting it is
@@ -188,12 +200,18 @@ class Publisher:
             future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
-        return self.publish_json(principal, channel, event, payload_json)
+        return self.publish_json(principal, channel, event, payload_json, source)
 
     def publish_json(
-        self, principal: Principal, channel: str, event: str, payload_json: bytes
+        self,
+        principal: Principal,
+        channel: str,
+        event: str,
+        payload_json: bytes,
+        source: str = "websocket",
     ) -> asyncio.Future[StoredMessage]:
-        """publish() with the payload already encoded as a JSON object."""
+        """publish() with the payload already encoded as a JSON object. `source` names
+        the protocol the publish came through (the metrics' label)."""
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         self._idle.clear()
@@ -206,7 +224,8 @@ class Publisher:
             + len(event)
             + ITEM_OVERHEAD_BYTES
         )
-        self._queues[lane].append(_Item(principal, channel, event, payload_json, future, size))
+        item = _Item(principal, channel, event, payload_json, future, size, "", source)
+        self._queues[lane].append(item)
         if not self._running[lane]:
             self._running[lane] = True
             task = asyncio.create_task(self._drain(lane))
@@ -255,12 +274,17 @@ class Publisher:
         async def round_trip(batch: list[_Item]) -> None:
             for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
                 item.id = message_id
+            started = time.perf_counter()
             try:
                 rows = await self._store(lane, encode_batch(batch))
             except Exception as exc:
+                failed = "unavailable" if isinstance(exc, db_errors.UNAVAILABLE) else "error"
+                self.refused[failed] += len(batch)
                 if self.on_lost_reply is not None and _reply_lost(exc):
                     self.on_lost_reply([item.id for item in batch])
                 raise
+            if self.observe_batch is not None:
+                self.observe_batch(len(batch), time.perf_counter() - started)
             self._settle(batch, rows)
 
         try:
@@ -316,6 +340,7 @@ class Publisher:
         for idx, status, channel_id, created_at, seq, position, detail in rows:
             item = batch[idx - 1]
             if status != "ok":
+                self.refused[status] += 1
                 if not item.future.done():
                     item.future.set_exception(PublishRefused(status, detail))
                 continue
@@ -331,6 +356,7 @@ class Publisher:
                 seq=seq,
                 position=position,
             )
+            self.published[item.source] += 1
             self.delivery.deliver(message)
             if not item.future.done():
                 item.future.set_result(message)
