@@ -597,11 +597,13 @@ OPTIONS: tuple[Option, ...] = (
     _o(
         "log_format",
         str,
-        "json",
+        "auto",
         "logging",
-        "structured JSON lines or plain text",
-        "`json` (one object per line) or `text`",
-        choices=("json", "text"),
+        "auto: short readable lines at a terminal, JSON lines otherwise; json; text",
+        "`auto`: short readable lines at a terminal (time, level, message, `key=value` "
+        "fields), one JSON object per line when stderr is not a terminal (a pipe, a file, "
+        "journald); `json` or `text` force one of them",
+        choices=("auto", "json", "text"),
     ),
 )
 
