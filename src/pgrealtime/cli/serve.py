@@ -75,6 +75,8 @@ def _banner(
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
         f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
+        f"  Metrics:    http://{settings.host}:{settings.port}/metrics"
+        + ("" if settings.metrics_public else "   (admin API key)"),
         f"  Data dir:   {settings.data_dir}",
         f"  Retention:  {retention}   (PATCH /api/realtime/config to change)",
     ]
