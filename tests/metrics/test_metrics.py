@@ -154,6 +154,31 @@ async def test_pool_in_use_and_waiting(server: Server) -> None:
     assert (await scrape(server))["pgrealtime_db_pool_waiting"] == 0
 
 
+async def test_listener_outage_is_counted_with_what_it_caught_up(server: Server) -> None:
+    await server.create_channel("order:*")
+    client = await server.connect(server.token())
+    assert (await client.subscribe("order:1"))["type"] == "subscribed"
+    listener = server.app[keys.LISTENER]
+    await asyncio.wait_for(listener.connected.wait(), 5)
+    before = await scrape(server)
+    assert before["pgrealtime_listener_connected"] == 1
+    await server.db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    )
+    await eventually(lambda: not listener.connected.is_set(), timeout=5)
+    await server.db.execute("SELECT realtime.publish('order:1', 'e', '{}'::jsonb)")
+    await client.expect("message", timeout=15)  # read by the catch-up after the reconnect
+    await eventually(listener.connected.is_set)
+    after = await scrape(server)
+    assert (
+        after["pgrealtime_listener_reconnects_total"]
+        == before["pgrealtime_listener_reconnects_total"] + 1
+    )
+    assert after["pgrealtime_listener_caught_up_messages_total"] == 1
+    assert after["pgrealtime_listener_connected"] == 1
+
+
 class TestChanges:
     @pytest.fixture
     def server_settings(self):
