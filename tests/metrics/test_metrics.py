@@ -13,6 +13,7 @@ from tests.conftest import API_KEY, Server, eventually, make_settings
 from tests.webhooks.helpers import Receiver
 
 from pgrealtime import keys
+from pgrealtime.api import metrics as metrics_route
 
 
 async def scrape(server: Server, headers: dict[str, str] | None = None) -> dict[str, float]:
@@ -46,6 +47,10 @@ async def test_admin_only_by_default(server: Server) -> None:
     assert values['pgrealtime_connections{protocol="websocket"}'] == 0
     assert values["pgrealtime_database_up"] == 1
     assert values["process_resident_memory_bytes"] > 0  # the library's process collector
+    # in-process readers (the dashboard) get the same figures without HTTP
+    current = await metrics_route.current(server.app)
+    assert current['pgrealtime_connections{protocol="websocket"}'] == 0
+    assert current['pgrealtime_webhook_queue_depth{state="due"}'] == 0
 
 
 class TestPublic:

@@ -53,14 +53,26 @@ def _check_admin(request: web.Request) -> None:
         raise ApiError(403, "AUTH_FORBIDDEN", "Admin access required")
 
 
+async def refresh(app: web.Application) -> None:
+    """Ask PostgreSQL for the figures only it knows (before reading the registry)."""
+    pool = app.get(keys.POOL)
+    if pool is not None:
+        await app[keys.DATABASE_FIGURES].refresh(pool)
+
+
+async def current(app: web.Application) -> dict[str, float]:
+    """Every figure now, as a flat dict (`Metrics.snapshot`): for in-process readers
+    such as the dashboard, which then need no HTTP round trip or text parsing."""
+    await refresh(app)
+    return app[keys.METRICS].snapshot()
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     if not app[keys.SETTINGS].metrics_public:
         _check_admin(request)
-    pool = app.get(keys.POOL)
-    if pool is not None:
-        await app[keys.DATABASE_FIGURES].refresh(pool)
+    await refresh(app)
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     body = encode(app[keys.METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": content_type})
