@@ -234,8 +234,10 @@ class Metrics:
         r = self.registry
         self.delivery_latency = Histogram(
             "pgrealtime_delivery_latency_seconds",
-            "From a message's created_at (set as its transaction stores it) to the write"
-            " of its frame to subscriber sockets; one sample per flush of the fan-out.",
+            "From a message's created_at (the start of the transaction that stored it:"
+            " the server's own short INSERT, or the application's transaction for SQL"
+            " publishes) to the write of its frame to subscriber sockets; one sample per"
+            " flush of the fan-out.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
