@@ -137,6 +137,17 @@ async def test_token_expiry_is_a_counted_disconnect(server: Server) -> None:
     assert values['pgrealtime_disconnects_total{reason="slow_reader"}'] == 0
 
 
+@pytest.mark.parametrize("server_settings", [make_settings(auth_timeout_seconds=0.3)])
+async def test_auth_timeout_is_a_counted_disconnect(server: Server) -> None:
+    client = await server.connect()  # never authenticates
+    error = await client.expect("error", timeout=5)
+    assert error["code"] == "NOT_AUTHENTICATED"
+    await eventually(lambda: not server.app[keys.SESSIONS].live)
+    values = await scrape(server)
+    assert values['pgrealtime_disconnects_total{reason="auth_timeout"}'] == 1
+    assert values['pgrealtime_connections{protocol="websocket"}'] == 0
+
+
 async def test_pool_in_use_and_waiting(server: Server) -> None:
     pool = server.app[keys.POOL]
     held: list[Any] = []
