@@ -114,7 +114,8 @@ ERROR_FRAMES = Spec(
 )
 DELIVERIES = Spec(
     "pgrealtime_deliveries",
-    "Frames queued to subscribers: kind=message (channel messages), kind=change (db:).",
+    "Live frames queued to subscribers: kind=message (channel messages), kind=change"
+    " (db:); history sent on a resume is not counted.",
     "counter",
     ("kind",),
 )
