@@ -29,6 +29,7 @@ from bench.harness.procstat import own_cpu_seconds
 from bench.harness.sizes import Sizes
 from bench.harness.stats import summarize_ns
 from bench.harness.targets import Target
+from pgrealtime.util.progress import note
 
 
 @dataclass
@@ -74,6 +75,7 @@ async def run_stepped(
     probe = target.probe
     pad = "x" * s.payload_bytes
     t_setup = now_ns()
+    note(f"[bench] opening {len(topo.sub_channels) + len(topo.pub_channels)} sessions")
     async with make_http() as http:
         subs = await open_all(
             target, wire(http, s.client), rec, topo.sub_channels, 0, s.concurrency
@@ -137,6 +139,12 @@ async def run_stepped(
                     rate, s, rec, step, marks, send_stats, expected_total, rejected, pubs
                 )
                 steps.append(result)
+                note(
+                    f"[bench] step {step + 1}/{len(s.rates)}: {rate:g} publishes/s offered,"
+                    f" {result['deliveries_per_s']:g} deliveries/s,"
+                    f" p99 {result['latency'].get('p99_ms')} ms"
+                    + (" (degraded)" if result["degraded"] else "")
+                )
                 if stop_on_degrade and result["degraded"]:
                     break
         finally:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pgrealtime import keys
 from pgrealtime.api import channels, dashboard, health, messages, openapi, permissions, tables
+from pgrealtime.api import metrics as metrics_route
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
@@ -33,6 +34,9 @@ from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher
 from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
+from pgrealtime.observe import Metrics
+from pgrealtime.observe.collector import PartsCollector
+from pgrealtime.observe.database import DatabaseFigures
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
 from pgrealtime.protocols.raw_ws.encode import message_frame
@@ -114,6 +118,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     dashboard_pages.add_routes(app)
     app[keys.OPENAPI_EXTRA_PATHS] = {**webhook_routes.OPENAPI_PATHS, **dashboard.OPENAPI_PATHS}
     app.router.add_get("/realtime", realtime_endpoint)
+    _observe(app)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)
     return app
@@ -131,12 +136,14 @@ async def _database(app: web.Application):
     pool = await open_pool(url, settings.db_pool_size)
     app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
+    hub.on_flushed = app[keys.METRICS].flushed
     delivery = Ordering(hub, pool, encode=message_frame)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
         pool, delivery, app[keys.ORIGIN], dsn=url, max_batch_bytes=settings.publish_batch_bytes
     )
+    publisher.observe_batch = app[keys.METRICS].publish_batch
     await publisher.start()
     app[keys.PUBLISHER] = publisher
     feed = None
@@ -205,7 +212,8 @@ async def _database(app: web.Application):
     listener.start()
     app[keys.LISTENER] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
-    webhooks = WebhookWorker(pool, settings)
+    webhooks = app[keys.WEBHOOKS] = WebhookWorker(pool, settings)
+    webhooks.observe_attempt = app[keys.METRICS].webhook_attempt
     await webhooks.start()
     yield
     await webhooks.stop()
@@ -223,6 +231,15 @@ async def _database(app: web.Application):
     await delivery.stop()
     await publisher.close()
     await pool.close()
+
+
+def _observe(app: web.Application) -> None:
+    """GET /metrics: one registry per server, read at scrape time (observe/)."""
+    app[keys.METRICS] = Metrics()
+    app[keys.DATABASE_FIGURES] = DatabaseFigures()
+    app[keys.PROTOCOL_SESSIONS] = {"websocket": app[keys.SESSIONS]}
+    app[keys.METRICS].add(PartsCollector(lambda: metrics_route.server_parts(app)))
+    app.add_routes(metrics_route.routes)
 
 
 def _spawn(app: web.Application, factory: Callable) -> None:

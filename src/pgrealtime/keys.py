@@ -25,11 +25,15 @@ if TYPE_CHECKING:
     from pgrealtime.engine.ordering import Ordering
     from pgrealtime.engine.publisher import Publisher
     from pgrealtime.engine.revocation import Revalidator
+    from pgrealtime.observe import Metrics
+    from pgrealtime.observe.collector import ProtocolSessions
+    from pgrealtime.observe.database import DatabaseFigures
     from pgrealtime.protocols.raw_ws.admission import Admission
     from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
     from pgrealtime.protocols.raw_ws.endpoint import Sessions
     from pgrealtime.protocols.raw_ws.keepalive import Keepalive
     from pgrealtime.session.core import SessionContext
+    from pgrealtime.webhooks import WebhookWorker
 
 # set by create_app
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -43,6 +47,10 @@ ORIGIN: web.AppKey[str] = web.AppKey("origin")  # this process's id in NOTIFY pa
 HEALTH_EXTRAS: web.AppKey[dict[str, Callable[[], Any]]] = web.AppKey("health_extras")
 BACKGROUND: web.AppKey[list[asyncio.Task]] = web.AppKey("background")
 OPENAPI_EXTRA_PATHS: web.AppKey[dict[str, Any]] = web.AppKey("openapi_extra_paths")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")  # GET /metrics (observe/)
+DATABASE_FIGURES: web.AppKey[DatabaseFigures] = web.AppKey("database_figures")
+# each protocol's live sessions, by its name (the metrics' `protocol` label)
+PROTOCOL_SESSIONS: web.AppKey[dict[str, ProtocolSessions]] = web.AppKey("protocol_sessions")
 # set once the database is up (app._database)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
@@ -52,3 +60,4 @@ DELIVERY: web.AppKey[Ordering] = web.AppKey("delivery")
 SESSION_CONTEXT: web.AppKey[SessionContext] = web.AppKey("session_context")
 LISTENER: web.AppKey[Bus] = web.AppKey("listener")  # the bus (engine/bus/base)
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
+WEBHOOKS: web.AppKey[WebhookWorker] = web.AppKey("webhooks")

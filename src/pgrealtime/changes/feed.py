@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,10 @@ class ChangeFeed:
         self.delivered_batches = 0
         self.delivered_changes = 0
         self._acked_end = 0  # end LSN of the last batch acknowledged
+        # for metrics: changes the reader handed over (counted on its thread), and the
+        # last batch's (commit timestamp, wall time it was handed to subscribers)
+        self.decoded_changes = 0
+        self.last_handover: tuple[str, float] | None = None
 
     def on_batch(self, handler: BatchHandler) -> None:
         """Register the server's delivery callback (before `start`)."""
@@ -148,6 +153,7 @@ class ChangeFeed:
         self._queue = queue
 
         def submit(batch: Batch) -> None:  # called on the reader thread
+            self.decoded_changes += len(batch.changes)
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 loop.call_soon_threadsafe(queue.put_nowait, batch)
 
@@ -259,6 +265,7 @@ class ChangeFeed:
                 continue
             self.delivered_batches += 1
             self.delivered_changes += len(changes)
+            self.last_handover = (changes[-1].commit_timestamp, time.time())
             reader.ack(last.generation, last.seq)  # acknowledges every batch up to it
             self._acked_end = max(self._acked_end, last.end_lsn)
 

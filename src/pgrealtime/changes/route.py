@@ -22,6 +22,7 @@ from pgrealtime.changes.filters import ChangeFilter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.changes.visibility import (
+    RlsCounts,
     RoutedChange,
     authorize_subscription,
     route_batch,
@@ -65,6 +66,11 @@ class DbChannels:
         self.publication = publication
         self.allowed = allowed or None  # an empty list allows every table
         self._by_table: dict[tuple[str, str], set[TableSubscriber]] = {}
+        # for metrics, counted per batch: changes sent (to one subscriber or more),
+        # frames queued, and the row level security checks made
+        self.changes_sent = 0
+        self.delivered = 0
+        self.rls = RlsCounts()
 
     def unavailable_reason(self) -> str | None:
         if self.feed is None:
@@ -159,7 +165,10 @@ class DbChannels:
                 if s.role in roles and not s.outbox.closed
             ]
 
-        for delivery in await route_batch(self.pool, changes, candidates):
+        routed = await route_batch(self.pool, changes, candidates, self.rls)
+        self.changes_sent += len(routed)
+        self.delivered += sum(len(delivery.subscribers) for delivery in routed)
+        for delivery in routed:
             frame = self.wrap(self._encode(delivery))
             for subscriber in delivery.subscribers:
                 subscriber.outbox.send(frame)

@@ -338,10 +338,20 @@ class RoutedChange(Generic[S]):
         return f"db:{self.change.table}"
 
 
+@dataclass(slots=True)
+class RlsCounts:
+    """Row visibility checks made (one per row and distinct viewer) and those that
+    row level security answered with no: the figures behind the metrics."""
+
+    checked: int = 0
+    denied: int = 0
+
+
 async def route_batch(
     db: Database,
     changes: Sequence[RowChange],
     candidates: Callable[[str, str], Sequence[S]],
+    counts: RlsCounts | None = None,
 ) -> list[RoutedChange[S]]:
     """Decide, for a batch of committed changes, which subscribers get which change.
 
@@ -378,7 +388,7 @@ async def route_batch(
                 continue
             chosen[i] = _merge(matched)
         if to_check:
-            await _apply_rls(db, schema, table, changes, to_check, chosen)
+            await _apply_rls(db, schema, table, changes, to_check, chosen, counts)
 
     deliveries: list[RoutedChange[S]] = []
     for i in sorted(chosen):
@@ -430,6 +440,7 @@ async def _apply_rls(
     changes: Sequence[RowChange],
     to_check: dict[int, list[_FilterGroup[S]]],
     chosen: dict[int, list[S]],
+    counts: RlsCounts | None = None,
 ) -> None:
     """Fill `chosen[i]` for the changes of `to_check` (each with the filter groups it
     matched) with those groups' subscribers who may SELECT the row. One query per key
@@ -465,6 +476,10 @@ async def _apply_rls(
         visible = await visible_rows(
             db, schema, table, key_columns, [changes[i].key for i in checkable], viewer_list
         )
+        if counts is not None:
+            asked = len(checkable) * len(viewer_list)
+            counts.checked += asked
+            counts.denied += asked - sum(len(positions) for positions in visible)
         matched_filters = {i: {g.filter for g in to_check[i]} for i in checkable}
         picked: dict[int, list[tuple[int, S]]] = {}
         for viewer, positions in zip(viewer_list, visible, strict=True):

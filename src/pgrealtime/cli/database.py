@@ -4,11 +4,11 @@ the data directory for the duration of the command."""
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 
 from pgrealtime.config import Settings
 from pgrealtime.db.embedded import EmbeddedPostgres
+from pgrealtime.util.progress import step
 
 
 @contextlib.contextmanager
@@ -21,9 +21,17 @@ def database(settings: Settings) -> Iterator[str]:
         return
     embedded = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port)
     was_running = (embedded.pgdata / "postmaster.pid").exists() and embedded.is_running()
-    if not was_running:
-        print(f"Starting embedded PostgreSQL in {embedded.pgdata}", file=sys.stderr)
-    url = embedded.start()
+    if was_running:
+        url = embedded.start()
+    else:
+        first = not (embedded.pgdata / "PG_VERSION").exists()
+        what = (
+            f"Creating the embedded PostgreSQL in {embedded.pgdata} (first start: initdb)"
+            if first
+            else f"Starting embedded PostgreSQL in {embedded.pgdata}"
+        )
+        with step(what):
+            url = embedded.start()
     try:
         yield url
     finally:

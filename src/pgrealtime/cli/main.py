@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pgrealtime import __version__
-from pgrealtime.cli import bench, listen, migrate, publish, replica_identity, serve, token
+from pgrealtime.cli import bench, listen, migrate, publish, replica_identity, serve, status, token
 
 DESCRIPTION = """\
 pgrealtime: realtime channels, WebSocket pub/sub and PostgreSQL change notifications,
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pgrealtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (serve, migrate, token, replica_identity, listen, publish, bench):
+    for command in (serve, migrate, token, replica_identity, status, listen, publish, bench):
         command.add_parser(commands)
     return parser
 

@@ -9,6 +9,7 @@ import asyncpg
 
 from pgrealtime.cli.database import database
 from pgrealtime.config import add_connection_flags, settings_from_args
+from pgrealtime.util.progress import step
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await conn.close()
 
-    with database(settings) as url:
+    with database(settings) as url, step("Applying migrations"):
         applied = asyncio.run(run(url))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0

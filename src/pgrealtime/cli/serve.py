@@ -85,6 +85,8 @@ def _banner(
         f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
         f"  Dashboard:  http://{_browsable(settings.host)}:{settings.port}/dashboard"
         "   (sign in with the API key)",
+        f"  Metrics:    http://{settings.host}:{settings.port}/metrics"
+        + ("" if settings.metrics_public else "   (admin API key)"),
         f"  Data dir:   {settings.data_dir}",
         f"  Retention:  {retention}   (PATCH /api/realtime/config to change)",
     ]

@@ -187,6 +187,20 @@ OPTIONS: tuple[Option, ...] = (
         zero="every event-loop tick",
         doc_default="`0`",
     ),
+    _o(
+        "metrics_public",
+        bool,
+        False,
+        "server",
+        "serve GET /metrics without the admin API key (for a scrape network)",
+        "serve `GET /metrics` (Prometheus) without the admin API key, for a scrape "
+        "network that cannot send one; off: it needs `Authorization: Bearer <api key>` "
+        "([operating.md](operating.md#metrics))",
+        kind="on",
+        help_default="off",
+        doc_default="off",
+        doc_env="(`1`, `true`, `yes`, `on`)",
+    ),
     # --- serve: database -----------------------------------------------------------
     _o(
         "db_pool_size",
@@ -642,11 +656,13 @@ OPTIONS: tuple[Option, ...] = (
     _o(
         "log_format",
         str,
-        "json",
+        "auto",
         "logging",
-        "structured JSON lines or plain text",
-        "`json` (one object per line) or `text`",
-        choices=("json", "text"),
+        "auto: short readable lines at a terminal, JSON lines otherwise; json; text",
+        "`auto`: short readable lines at a terminal (time, level, message, `key=value` "
+        "fields), one JSON object per line when stderr is not a terminal (a pipe, a file, "
+        "journald); `json` or `text` force one of them",
+        choices=("auto", "json", "text"),
     ),
 )
 

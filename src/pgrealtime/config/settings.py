@@ -66,6 +66,7 @@ class Settings:
     db_pool_size: int = _d("db_pool_size")
     log_level: str = _d("log_level")
     log_format: str = _d("log_format")
+    metrics_public: bool = _d("metrics_public")
     webhook_secret: str | None = _d("webhook_secret")
     webhook_allow_private_networks: bool = _d("webhook_allow_private_networks")
     webhook_allowed_hosts: list[str] = _d("webhook_allowed_hosts")  # noqa: RUF009

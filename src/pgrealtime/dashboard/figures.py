@@ -92,7 +92,7 @@ async def snapshot(parts: Parts) -> dict[str, Any]:
     return {
         "monotonicSeconds": time.monotonic(),
         "connections": parts.connections,
-        "published": parts.publisher.published,
+        "published": sum(parts.publisher.published.values()),
         "delivered": parts.delivery.delivered,
         "changesDelivered": feed.get("delivered_changes") or 0,
         "channels": [{"name": name, "subscribers": n} for n, name in counted[:MAX_CHANNELS]],

@@ -100,9 +100,10 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
             r["version"] for r in await conn.fetch("SELECT version FROM realtime.schema_migrations")
         }
         await _recognise_legacy(conn, done)
-        for version, sql in schema_files():
-            if version in done:
-                continue
+        pending = [(version, sql) for version, sql in schema_files() if version not in done]
+        if pending:
+            log.info("applying migrations", extra={"count": len(pending)})
+        for version, sql in pending:
             async with conn.transaction():
                 await conn.execute(sql)
                 await conn.execute(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Outbox:
         """Stop queueing for this reader and let its connection drop what it holds."""
         self.closed = True
         self.pending = None
+        self.hub.slow_cuts += 1
         self.on_overflow()
 
 
@@ -127,6 +129,12 @@ class Hub:
         self._last_flush = float("-inf")
         self._suspects: set[Outbox] = set()
         self._sweep_scheduled = False
+        self.slow_cuts = 0  # readers cut for falling behind (for metrics)
+        # The created_at of a message queued since the last flush, and who is told
+        # when it was written: one delivery latency sample per flush, not per message
+        # (set by Ordering, read by observe/metrics through `on_flushed`).
+        self.latency_sample: datetime | None = None
+        self.on_flushed: Callable[[datetime], None] | None = None
 
     def suspect(self, outbox: Outbox) -> None:
         """An outbox over its limit right after a write gets a sweep's grace."""
@@ -210,3 +218,8 @@ class Hub:
                 outbox.pending = None
                 if not outbox.closed:
                     outbox._write(pending)
+        sample = self.latency_sample
+        if sample is not None:
+            self.latency_sample = None
+            if self.on_flushed is not None:
+                self.on_flushed(sample)

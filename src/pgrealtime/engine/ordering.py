@@ -82,7 +82,7 @@ class Ordering:
         self._stopping = asyncio.Event()
         self.gaps_filled = 0  # messages read back from the table to close a gap
         # messages queued to WebSocket subscribers since start (the dashboard's
-        # deliveries/s): summed from the audience counts once per flush, so the
+        # deliveries/s and metrics): summed from the audience counts once per flush, so the
         # fan-out itself does no extra work
         self.delivered = 0
 
@@ -138,6 +138,9 @@ class Ordering:
             audience += self._offer(recoveries, message, frame)
         if audience:
             self._counts[message.id] = self._counts.get(message.id, 0) + audience
+            self.delivered += audience
+            if self.hub.latency_sample is None:
+                self.hub.latency_sample = message.created_at
         return audience
 
     def _hold(self, channel: str, message: StoredMessage, gap: _Gap | None) -> None:

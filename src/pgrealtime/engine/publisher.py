@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,7 @@ class _Item:
     future: asyncio.Future[StoredMessage]
     size: int  # about what the item adds to the encoded batch
     id: str = ""
+    source: str = "websocket"  # who asked: the protocol's name (a metrics label)
 
 
 def _item_size(item: _Item) -> int:
@@ -161,11 +163,14 @@ class Publisher:
         # Publishes queued and not yet answered: shutdown waits for them to be
         # stored, fanned out and acked before it closes connections.
         self.in_flight = 0
-        # messages stored through this publisher since start (the dashboard's
-        # publishes/s): counted once per batch, refusals taken off on their rare path
-        self.published = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # For metrics and the dashboard: messages stored by source, refusals by status
+        # ('unavailable' or 'error' too when a whole batch failed), a hook told each
+        # batch's size and time.
+        self.published: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.observe_batch: Callable[[int, float], None] | None = None
 
     @staticmethod
     def _connect_factory(dsn: str) -> Connect:
@@ -180,7 +185,12 @@ class Publisher:
         return connect
 
     def publish(
-        self, principal: Principal, channel: str, event: str, payload: dict[str, Any]
+        self,
+        principal: Principal,
+        channel: str,
+        event: str,
+        payload: dict[str, Any],
+        source: str = "websocket",
     ) -> asyncio.Future[StoredMessage]:
         """Queue a publish; the future gives the stored message (after it is fanned
         out) or raises PublishRefused. A future rather than a coroutine: awaiting it is
@@ -191,12 +201,18 @@ class Publisher:
             future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
             future.set_exception(exc)
             return future
-        return self.publish_json(principal, channel, event, payload_json)
+        return self.publish_json(principal, channel, event, payload_json, source)
 
     def publish_json(
-        self, principal: Principal, channel: str, event: str, payload_json: bytes
+        self,
+        principal: Principal,
+        channel: str,
+        event: str,
+        payload_json: bytes,
+        source: str = "websocket",
     ) -> asyncio.Future[StoredMessage]:
-        """publish() with the payload already encoded as a JSON object."""
+        """publish() with the payload already encoded as a JSON object. `source` names
+        the protocol the publish came through (the metrics' label)."""
         future: asyncio.Future[StoredMessage] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
         self._idle.clear()
@@ -209,7 +225,8 @@ class Publisher:
             + len(event)
             + ITEM_OVERHEAD_BYTES
         )
-        self._queues[lane].append(_Item(principal, channel, event, payload_json, future, size))
+        item = _Item(principal, channel, event, payload_json, future, size, "", source)
+        self._queues[lane].append(item)
         if not self._running[lane]:
             self._running[lane] = True
             task = asyncio.create_task(self._drain(lane))
@@ -258,12 +275,17 @@ class Publisher:
         async def round_trip(batch: list[_Item]) -> None:
             for item, message_id in zip(batch, new_message_ids(len(batch)), strict=True):
                 item.id = message_id
+            started = time.perf_counter()
             try:
                 rows = await self._store(lane, encode_batch(batch))
             except Exception as exc:
+                failed = "unavailable" if isinstance(exc, db_errors.UNAVAILABLE) else "error"
+                self.refused[failed] += len(batch)
                 if self.on_lost_reply is not None and _reply_lost(exc):
                     self.on_lost_reply([item.id for item in batch])
                 raise
+            if self.observe_batch is not None:
+                self.observe_batch(len(batch), time.perf_counter() - started)
             self._settle(batch, rows)
 
         try:
@@ -316,11 +338,10 @@ class Publisher:
 
     def _settle(self, batch: list[_Item], rows: list[asyncpg.Record]) -> None:
         """Fan out what was stored, in order, then answer each publisher."""
-        self.published += len(rows)
         for idx, status, channel_id, created_at, seq, position, detail in rows:
             item = batch[idx - 1]
             if status != "ok":
-                self.published -= 1
+                self.refused[status] += 1
                 if not item.future.done():
                     item.future.set_exception(PublishRefused(status, detail))
                 continue
@@ -336,6 +357,7 @@ class Publisher:
                 seq=seq,
                 position=position,
             )
+            self.published[item.source] += 1
             self.delivery.deliver(message)
             if not item.future.done():
                 item.future.set_result(message)

@@ -56,10 +56,13 @@ class Revalidator:
         self.pool = pool
         self._task: asyncio.Task | None = None
         self._again = False
+        self.ended = 0  # subscriptions ended so far (for metrics)
 
     async def now(self) -> int:
         """Re-check at once and wait for it (after a change this process made)."""
-        return await revalidate_subscriptions(self.sessions, self.pool)
+        ended = await revalidate_subscriptions(self.sessions, self.pool)
+        self.ended += ended
+        return ended
 
     def request(self) -> None:
         if self._task is not None and not self._task.done():

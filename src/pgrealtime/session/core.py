@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class SessionContext:
     user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     presence: Presence | None = None  # None: presence is off (--no-presence)
+    errors: Counter[str] = field(default_factory=Counter)  # error frames sent, by code
 
 
 class Session:
@@ -106,6 +108,7 @@ class Session:
         request_id: str | int | None = None,
         channel: str | None = None,
     ) -> None:
+        self.ctx.errors[code] += 1
         self.send(frames.error_frame(code, message, request_id, channel))
 
     def reply(self, frame: dict, request_id: str | int | None) -> None:

@@ -32,6 +32,7 @@ import functools
 import logging
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -160,6 +161,10 @@ class WebhookWorker:
         self.claims = 0  # claim statements so far, and rows they leased (for profiling)
         self.claimed = 0
         self._loop_task: asyncio.Task[None] | None = None
+        # for metrics: attempts by outcome (delivered, retry, failed, dead) and a hook
+        # told each attempt's duration
+        self.outcomes: Counter[str] = Counter()
+        self.observe_attempt: Callable[[float], None] | None = None
 
     @property
     def recorder(self) -> DeliveredRecorder:
@@ -423,6 +428,8 @@ class WebhookWorker:
         finally:
             if task is not None:
                 self._sent(task)
+        if self.observe_attempt is not None:
+            self.observe_attempt(asyncio.get_running_loop().time() - started)
         try:
             await self._record(delivery, token, result, started)
         except db_errors.FAILED as exc:
@@ -455,6 +462,7 @@ class WebhookWorker:
             # noted before the write, so failures recorded meanwhile count as late ones
             recovered = self._recovery.succeeded(delivery.host, asyncio.get_running_loop().time())
             await self._recorder.delivered(delivery.id, token, result.status_code or 200)
+            self.outcomes["delivered"] += 1
             if recovered:
                 await self._pull_forward(delivery.host)
             return
@@ -482,6 +490,7 @@ class WebhookWorker:
                 error=result.error,
                 status_code=result.status_code,
             )
+            self.outcomes["dead" if status == "dead" else "retry"] += 1
             level = logging.WARNING if status == "dead" else logging.INFO
             log.log(level, "webhook attempt failed (%s)", status or "claim lost", extra=context)
             # noted once written, so a recovery seen later includes this row or knows it
@@ -497,6 +506,7 @@ class WebhookWorker:
                 error=result.error,
                 status_code=result.status_code,
             )
+            self.outcomes["failed"] += 1
             log.warning("webhook failed permanently", extra=context)
 
     async def _pull_forward(self, host: str, delivery_id: uuid.UUID | None = None) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 
 import asyncpg
@@ -66,6 +67,10 @@ class Listener:
         self._unsettled: dict[str, None] = {}  # own message ids, in the order given
         self.outages = 0  # connections lost since start
         self.ignored = 0  # notifications that were not '<uuid>:<origin>'
+        # for metrics: messages other writers stored (sql: realtime.publish(), peer:
+        # another server process), and those read after a reconnect
+        self.published: Counter[str] = Counter()
+        self.caught_up = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="listener")
@@ -85,6 +90,8 @@ class Listener:
             self.ignored += 1
             log.debug("ignored a notification that names no message: %.100r", payload)
             return
+        if origin != self.origin:
+            self.published["peer" if origin else "sql"] += 1
         self._pending.append(message_id)
         self._wake.set()
 
@@ -164,4 +171,5 @@ class Listener:
         )
         for row in rows:
             self.delivery.deliver(stored_message_from_row(row))
+        self.caught_up += len(rows)
         return len(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 
 from aiohttp import WSMsgType, web
 
@@ -38,6 +39,11 @@ class Sessions:
         # Shutting down: frames are no longer acted on, so the publishes in flight are
         # the last ones and can be waited for before the connections are closed.
         self.draining = False
+        # for metrics (observe/collector.ProtocolSessions): connections accepted, and
+        # those cut here by reason (slow readers are counted by the hub, expired
+        # tokens by the expiry clock)
+        self.opened = 0
+        self.ended: Counter[str] = Counter()
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection after what is queued for it has been written."""
@@ -118,6 +124,7 @@ class Connection:
         session = self.session
         if session is None or session.principal is not None or session.outbox.closed:
             return
+        self.sessions.ended["auth_timeout"] += 1
         session.send_error(
             ErrorCode.NOT_AUTHENTICATED,
             f"Not authenticated within {timeout:g} seconds of connecting: closing",
@@ -132,6 +139,7 @@ class Connection:
         """A peer that answers nothing: drop the connection without a handshake (it
         would not be read); the handler sees the end of the stream and cleans up."""
         log.info("disconnecting a peer that did not answer a ping")
+        self.sessions.ended["no_pong"] += 1
         self.transport.abort()
 
 
@@ -173,6 +181,7 @@ async def _serve(
     outbox = Outbox(ctx.hub, transport, conn.on_overflow)
     session = conn.session = Session(ctx, outbox, conn.close)
     sessions.live.add(session)
+    sessions.opened += 1
     keepalive.add(conn)
     deadlines: AuthDeadlines = request.app[keys.AUTH_DEADLINES]
     conn.auth_ticket = deadlines.add(conn)

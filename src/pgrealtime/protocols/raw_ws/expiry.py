@@ -26,6 +26,7 @@ class ExpiryClock:
         self._deadlines: list[float] = []  # heap of the keys of _due
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self.expired = 0  # sessions whose token ran out (for metrics)
 
     def add(self, session: Expiring, deadline: float) -> None:
         sessions = self._due.get(deadline)
@@ -57,6 +58,7 @@ class ExpiryClock:
         while self._deadlines and self._deadlines[0] <= now:
             deadline = heapq.heappop(self._deadlines)
             for session in list(self._due.pop(deadline, ())):
+                self.expired += 1
                 session.on_token_expired()
         if self._deadlines:
             self._arm(self._deadlines[0])  # also re-arms a timer that fired early
