@@ -17,7 +17,7 @@ from pgrealtime.changes.feed import ChangeFeed, set_replica_identity_full
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload
 from pgrealtime.changes.pgoutput import lsn_from_str
-from pgrealtime.changes.reader import WAL_LEVEL_REASON, role_problem, wal_level_problem
+from pgrealtime.changes.slot import WAL_LEVEL_REASON, role_problem, wal_level_problem
 from pgrealtime.changes.visibility import TableNotPublishable
 from pgrealtime.db.embedded import EmbeddedPostgres
 

@@ -34,15 +34,9 @@ from typing import Any
 
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.pgoutput import lsn_to_str
-from pgrealtime.changes.reader import (
-    Batch,
-    FeedDisabled,
-    ReaderConfig,
-    ReplicationReader,
-    drop_slot,
-    prepare,
-)
 from pgrealtime.changes.skips import SkipCounter
+from pgrealtime.changes.slot import FeedDisabled, drop_slot, prepare
+from pgrealtime.changes.stream import Batch, ReaderConfig, ReplicationReader
 from pgrealtime.changes.visibility import Database
 from pgrealtime.db.errors import transient
 
@@ -111,7 +105,10 @@ class ChangeFeed:
             raise RuntimeError("ChangeFeed.start: register on_batch first")
         loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(None, prepare, self.config)
+            config = self.config
+            prepared = await loop.run_in_executor(
+                None, prepare, config.dsn, config.slot, config.publication
+            )
         except FeedDisabled as exc:
             self._disabled_reason = exc.reason
             log.warning("change notifications disabled: %s", exc.reason)
