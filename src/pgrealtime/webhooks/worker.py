@@ -36,7 +36,7 @@ import uuid
 
 import asyncpg
 
-from pgrealtime.config import Settings
+from pgrealtime.config import WebhookSettings
 from pgrealtime.db import errors as db_errors
 from pgrealtime.webhooks import payload, store
 from pgrealtime.webhooks.backoff import (
@@ -56,7 +56,6 @@ from pgrealtime.webhooks.transport import AttemptResult, WebhookTransport
 log = logging.getLogger(__name__)
 
 DB_ERROR_SLEEP = 1.0
-DEFAULT_PER_HOST = 32  # see docs/webhooks.md: 8 left a loopback receiver idle half the time
 DEFAULT_MAX_CONCURRENCY = 128  # four hosts at their limit leave room for the others
 # between two claims at least this long: completions that come together share one
 CLAIM_INTERVAL = 0.005
@@ -73,7 +72,7 @@ class WebhookWorker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        settings: Settings,
+        settings: WebhookSettings,
         *,
         base_delay: float = DEFAULT_BASE_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
@@ -87,19 +86,17 @@ class WebhookWorker:
         recovery_min_outage: float = DEFAULT_MIN_OUTAGE,
     ) -> None:
         self._pool = pool
-        self._secret = settings.webhook_secret or None
-        self._timeout = settings.webhook_timeout_seconds
-        self._retry_seconds = settings.webhook_retry_hours * 3600.0
+        self._secret = settings.secret or None
+        self._timeout = settings.timeout_seconds
+        self._retry_seconds = settings.retry_hours * 3600.0
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._poll_interval = poll_interval
-        if per_host_concurrency is None:
-            per_host_concurrency = getattr(
-                settings, "webhook_per_host_concurrency", DEFAULT_PER_HOST
-            )
         self._slots = HostScheduler(
             max_concurrency=max_concurrency,
-            per_host=per_host_concurrency,
+            per_host=settings.per_host_concurrency
+            if per_host_concurrency is None
+            else per_host_concurrency,
             prefetch_per_host=prefetch_per_host,
             poll_interval=poll_interval,
         )
@@ -110,9 +107,7 @@ class WebhookWorker:
         self._queue_seconds = max(
             self._lease_seconds - self._timeout - LEASE_MARGIN, self._lease_seconds / 4
         )
-        self._policy = UrlPolicy.create(
-            settings.webhook_allow_private_networks, settings.webhook_allowed_hosts
-        )
+        self._policy = UrlPolicy.create(settings.allow_private_networks, settings.allowed_hosts)
         # pure for a given URL; most deliveries share a few URLs
         self._check_url = functools.lru_cache(maxsize=4096)(self._policy.check_url)
         self._url_host = functools.lru_cache(maxsize=4096)(url_host)
