@@ -16,13 +16,15 @@ from pgrealtime.db.migrate import BASELINE, MigrationError, apply_migrations
 SCHEMAS = ["realtime", "auth"]
 
 # What the squash changed on purpose: the role allow-list became one function that the
-# three role checks call, and the unused realtime.publish_batch was dropped.
+# three role checks call, and the unused realtime.publish_batch was dropped. Since then:
+# webhook_url_host follows the one Python rule for a URL's host (policy.url_host).
 CHANGED_FUNCTIONS = {
     "realtime.allowed_roles()",
     "realtime.assume_caller(text,text,text)",
     "realtime.publish_items(jsonb,text)",
     "realtime.visible_keys(text,text[],text[],text)",
     "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+    "realtime.webhook_url_host(text)",
 }
 
 QUERIES = {
@@ -147,6 +149,7 @@ async def test_squashed_schema_equals_the_legacy_migrations(
     for signature in CHANGED_FUNCTIONS - {
         "realtime.allowed_roles()",
         "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+        "realtime.webhook_url_host(text)",
     }:
         old = legacy["functions"][signature]
         assert "('anon', 'authenticated', 'project_admin')" in old
