@@ -57,8 +57,11 @@ class Batch:
     end_lsn: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReaderConfig:
+    """What the stream runs with: the feed's settings (config.FeedSettings) and its
+    tuning, fixed for the reader's life."""
+
     dsn: str
     slot: str = "pgrealtime"
     publication: str = "pgrealtime"
