@@ -187,3 +187,28 @@ def test_client_imports_nothing_of_the_server() -> None:
             ):
                 wrong.append(f"{name} imports {imported}")
     assert wrong == []
+
+
+# Pure modules decide without I/O (the stream and the claim loop do the I/O they ask
+# for), so their tests need no database; nor may anything they import do I/O.
+PURE = ("pgrealtime.changes.ack_window", "pgrealtime.webhooks.scheduler")
+IO = ("asyncio", "asyncpg", "psycopg2", "aiohttp", "socket", "select", "threading", "time")
+
+
+def test_pure_modules_do_no_io() -> None:
+    modules = _modules()
+    known = set(modules)
+    seen: set[str] = set()
+    todo = list(PURE)
+    wrong = []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for imported, _ in _imports(name, modules[name], known):
+            if imported in known:
+                todo.append(imported)
+            elif any(imported == m or imported.startswith(m + ".") for m in IO):
+                wrong.append(f"{name} imports {imported}")
+    assert wrong == []

@@ -21,7 +21,7 @@ from pgrealtime.auth import Authenticator
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
-from pgrealtime.config import Settings
+from pgrealtime.config import FeedSettings, Settings, WebhookSettings
 from pgrealtime.dashboard import pages as dashboard_pages
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
@@ -146,19 +146,13 @@ async def _database(app: web.Application):
     publisher.observe_batch = app[keys.METRICS].publish_batch
     await publisher.start()
     app[keys.PUBLISHER] = publisher
-    feed = None
-    if settings.changes:
-        feed = ChangeFeed(
-            url,
-            slot=settings.replication_slot,
-            publication=settings.publication,
-            max_failures=settings.changes_max_failures,
-        )
+    feed_settings = FeedSettings.of(settings)
+    feed = ChangeFeed(url, feed_settings) if feed_settings.enabled else None
     db_channels = DbChannels(
         pool,
         feed,
-        settings.publication,
-        TableAllowList(settings.changes_tables),
+        feed_settings.publication,
+        TableAllowList(feed_settings.tables),
         wrap=websocket_text_frame,
     )
     if feed is not None:
@@ -212,7 +206,7 @@ async def _database(app: web.Application):
     listener.start()
     app[keys.LISTENER] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
-    webhooks = app[keys.WEBHOOKS] = WebhookWorker(pool, settings)
+    webhooks = app[keys.WEBHOOKS] = WebhookWorker(pool, WebhookSettings.of(settings))
     webhooks.observe_attempt = app[keys.METRICS].webhook_attempt
     await webhooks.start()
     yield

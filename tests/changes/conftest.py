@@ -14,6 +14,7 @@ import pytest
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.visibility import publish_table
+from pgrealtime.config import FeedSettings
 
 _slot_counter = itertools.count(1)
 
@@ -63,8 +64,7 @@ async def feed_factory(db_url: str) -> AsyncIterator[FeedFactory]:
     feeds: list[ChangeFeed] = []
 
     def make(**kwargs: object) -> ChangeFeed:
-        kwargs.setdefault("slot", slot)
-        feed = ChangeFeed(db_url, **kwargs)  # type: ignore[arg-type]
+        feed = ChangeFeed(db_url, FeedSettings(slot=slot), **kwargs)  # type: ignore[arg-type]
         feeds.append(feed)
         return feed
 

@@ -17,8 +17,9 @@ from pgrealtime.changes.feed import ChangeFeed, set_replica_identity_full
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload
 from pgrealtime.changes.pgoutput import lsn_from_str
-from pgrealtime.changes.reader import WAL_LEVEL_REASON, role_problem, wal_level_problem
+from pgrealtime.changes.slot import WAL_LEVEL_REASON, role_problem, wal_level_problem
 from pgrealtime.changes.visibility import TableNotPublishable
+from pgrealtime.config import FeedSettings
 from pgrealtime.db.embedded import EmbeddedPostgres
 
 from .conftest import Collector, FeedFactory, publish
@@ -488,7 +489,7 @@ async def test_existing_all_tables_publication_is_left_with_a_warning(
 
 async def test_start_requires_handler(db_url: str) -> None:
     with pytest.raises(RuntimeError, match="on_batch"):
-        await ChangeFeed(db_url, slot="unused").start()
+        await ChangeFeed(db_url, FeedSettings(slot="unused")).start()
 
 
 async def test_disabled_when_wal_level_is_not_logical() -> None:

@@ -19,6 +19,7 @@ from pgrealtime.changes.visibility import (
     TableNotPublishable,
     authorize_subscription,
     authorize_table,
+    batch_readers,
     publish_table,
     route_batch,
     table_of_channel,
@@ -595,3 +596,26 @@ async def test_table_readers_one_query_per_batch(notes_db) -> None:
     readers = await table_readers(notes_db, wanted)
     assert readers[("public", "news")] == frozenset({"authenticated"})
     assert await table_readers(counting, {}) == {} and counting.queries == 1
+
+
+async def test_batch_readers_ask_which_transactions_still_run_in_the_same_query(
+    notes_db, db_url: str
+) -> None:
+    """route.py's two per-batch questions (who may read, is the batch visible yet) are
+    one round trip; only transactions of tables someone may read are reported."""
+    running = await asyncpg.connect(db_url)
+    try:
+        await running.execute("BEGIN")
+        xid = await running.fetchval("SELECT pg_current_xact_id()::text::bigint") & 0xFFFFFFFF
+        counting = CountingDb(notes_db)
+        wanted = {("public", "news"): {"anon"}, ("public", "notes"): {"anon"}}
+        checked = {("public", "news"): {xid}, ("public", "notes"): {xid}}  # notes: no reader
+        readers, still = await batch_readers(counting, wanted, checked)
+        assert counting.queries == 1
+        assert readers == {("public", "news"): frozenset({"anon"})}
+        assert still == [xid]
+        await running.execute("COMMIT")
+        assert await batch_readers(counting, wanted, checked) == (readers, [])
+        assert counting.queries == 2
+    finally:
+        await running.close()

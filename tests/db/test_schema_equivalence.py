@@ -16,13 +16,17 @@ from pgrealtime.db.migrate import BASELINE, MigrationError, apply_migrations
 SCHEMAS = ["realtime", "auth"]
 
 # What the squash changed on purpose: the role allow-list became one function that the
-# three role checks call, and the unused realtime.publish_batch was dropped.
+# three role checks call, and the unused realtime.publish_batch was dropped. Since then:
+# webhook_url_host follows the one Python rule for a URL's host (policy.url_host);
+# notify_channels_changed names the changing server (its origin) in the payload.
 CHANGED_FUNCTIONS = {
     "realtime.allowed_roles()",
     "realtime.assume_caller(text,text,text)",
     "realtime.publish_items(jsonb,text)",
     "realtime.visible_keys(text,text[],text[],text)",
     "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+    "realtime.webhook_url_host(text)",
+    "realtime.notify_channels_changed()",
 }
 
 QUERIES = {
@@ -147,6 +151,8 @@ async def test_squashed_schema_equals_the_legacy_migrations(
     for signature in CHANGED_FUNCTIONS - {
         "realtime.allowed_roles()",
         "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+        "realtime.webhook_url_host(text)",
+        "realtime.notify_channels_changed()",
     }:
         old = legacy["functions"][signature]
         assert "('anon', 'authenticated', 'project_admin')" in old

@@ -17,7 +17,12 @@ import pytest
 from tests.conftest import make_settings
 from tests.webhooks.helpers import FAST, Receiver, publish, wait_until
 
-from pgrealtime.config import add_connection_flags, add_server_flags, settings_from_args
+from pgrealtime.config import (
+    WebhookSettings,
+    add_connection_flags,
+    add_server_flags,
+    settings_from_args,
+)
 from pgrealtime.config import ensure_secrets as fill_secrets
 from pgrealtime.webhooks import WebhookWorker
 from pgrealtime.webhooks.signing import verify
@@ -39,7 +44,7 @@ def serve_settings(data_dir: Path, *flags: str):
 
 
 async def _send_one(pool: asyncpg.Pool, settings, receiver: Receiver, pattern: str) -> None:
-    worker = WebhookWorker(pool, settings, **FAST)
+    worker = WebhookWorker(pool, WebhookSettings.of(settings), **FAST)
     await worker.start()
     try:
         await publish(pool, pattern.replace("*", "1"))

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pgrealtime.config import WebhookSettings
 from pgrealtime.webhooks import WebhookWorker
 
 from .helpers import FAST, Receiver, settings
@@ -45,7 +46,9 @@ async def workers(
     async def make(
         worker_pool: asyncpg.Pool | None = None, options: dict[str, Any] | None = None, **kw: Any
     ) -> WebhookWorker:
-        worker = WebhookWorker(worker_pool or pool, settings(**kw), **{**FAST, **(options or {})})
+        worker = WebhookWorker(
+            worker_pool or pool, WebhookSettings.of(settings(**kw)), **{**FAST, **(options or {})}
+        )
         started.append(worker)
         await worker.start()
         return worker

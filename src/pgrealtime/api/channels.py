@@ -91,6 +91,13 @@ def _check_secret(secret: str | msgspec.UnsetType | None) -> None:
         raise bad_request("webhookSecret must be printable ASCII", INVALID_REQUEST)
 
 
+async def _changing(request: web.Request, conn: asyncpg.Connection) -> None:
+    """Mark this transaction's channel change as this process's: the channels-changed
+    NOTIFY carries the origin, and the listener skips it, since the handler re-checks
+    the subscriptions itself (`Revalidator.now`) before answering: one re-check."""
+    await conn.execute("SELECT set_config('realtime.origin', $1, true)", request.app[keys.ORIGIN])
+
+
 async def _set_secret(conn: asyncpg.Connection, channel_id: Any, secret: str | None) -> None:
     """Store (or, with None, remove) a channel's own webhook signing secret."""
     if secret is None:
@@ -129,6 +136,7 @@ async def create_channel(request: web.Request) -> web.Response:
     _check_secret(body.webhookSecret)
     try:
         async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+            await _changing(request, conn)
             row = await conn.fetchrow(
                 "INSERT INTO realtime.channels (pattern, description, webhook_urls, enabled)"
                 f" VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
@@ -194,6 +202,7 @@ async def update_channel(request: web.Request) -> web.Response:
     )
     try:
         async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+            await _changing(request, conn)
             row = await conn.fetchrow(
                 f"UPDATE realtime.channels SET {assignments} WHERE id = $1 RETURNING {COLUMNS}",
                 channel_id,
@@ -212,9 +221,11 @@ async def update_channel(request: web.Request) -> web.Response:
 @routes.delete("/api/realtime/channels/{id}")
 async def delete_channel(request: web.Request) -> web.Response:
     channel_id = parse_uuid(request.match_info["id"], "id")
-    deleted = await request.app[keys.POOL].fetchval(
-        "DELETE FROM realtime.channels WHERE id = $1 RETURNING id", channel_id
-    )
+    async with request.app[keys.POOL].acquire() as conn, conn.transaction():
+        await _changing(request, conn)
+        deleted = await conn.fetchval(
+            "DELETE FROM realtime.channels WHERE id = $1 RETURNING id", channel_id
+        )
     if deleted is None:
         raise _not_found()
     await request.app[keys.REVALIDATOR].now()

@@ -6,7 +6,9 @@ between. A row level security check run in that instant sees the rows as not yet
 committed, finds none, and the change would reach no subscriber: a whole transaction
 lost for everyone on that table. So before checking rows, ask the database once per
 batch whether a fresh snapshot still counts any of the batch's transactions as
-running, and wait briefly while it does (usually it does not: one round trip).
+running, and wait briefly while it does (usually it does not). The first ask rides
+on the batch's privilege check (`visibility.batch_readers`, one round trip for both);
+`wait_committed` asks again only while some still run.
 """
 
 from __future__ import annotations
@@ -14,26 +16,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pgrealtime.changes.visibility import Database
+if TYPE_CHECKING:
+    from pgrealtime.changes.visibility import Database
 
 log = logging.getLogger(__name__)
 
-# The WAL carries 32-bit transaction ids; pg_visible_in_snapshot wants the 64-bit
-# form, so the epoch is taken from the snapshot's xmax (an id above xmax belongs to
-# the previous epoch).
-_STILL_RUNNING = """
-WITH snap AS (
+# A fresh snapshot and its xmax, as a CTE named `snap` (for `still_running`).
+SNAPSHOT = """snap AS (
     SELECT s, pg_snapshot_xmax(s)::text::bigint AS xmax
     FROM (SELECT pg_current_snapshot() AS s) AS cur
-), ids AS (
-    SELECT snap.s, snap.xmax, ((snap.xmax >> 32) << 32) | x AS full_id
-    FROM snap, unnest($1::bigint[]) AS x
+)"""
+
+
+def still_running(xid: str) -> str:
+    """SQL condition: the 32-bit transaction id `xid` (an SQL expression, as the WAL
+    carries it) still runs for `snap`'s snapshot. pg_visible_in_snapshot wants the
+    64-bit form, so the epoch is taken from the snapshot's xmax (an id above xmax
+    belongs to the previous epoch)."""
+    full = f"(((snap.xmax >> 32) << 32) | {xid})"
+    return (
+        f"NOT pg_visible_in_snapshot((CASE WHEN {full} > snap.xmax THEN {full} - 4294967296 "
+        f"ELSE {full} END)::text::xid8, snap.s)"
+    )
+
+
+_STILL_RUNNING = (
+    f"WITH {SNAPSHOT} SELECT count(*)::int FROM snap, unnest($1::bigint[]) AS x "
+    f"WHERE {still_running('x')}"
 )
-SELECT count(*)::int FROM ids
-WHERE NOT pg_visible_in_snapshot(
-    (CASE WHEN full_id > xmax THEN full_id - 4294967296 ELSE full_id END)::text::xid8, s)
-"""
 
 
 async def wait_committed(

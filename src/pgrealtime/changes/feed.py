@@ -1,7 +1,6 @@
 """The change feed as the server sees it: start, stop, status, and one callback.
 
-    feed = ChangeFeed(dsn, slot=settings.replication_slot,
-                      publication=settings.publication, on_batch=route_changes)
+    feed = ChangeFeed(dsn, FeedSettings.of(settings), on_batch=route_changes)
     await feed.start()      # never raises for a database that cannot replicate:
     feed.status()           # {"enabled": False, "reason": "...wal_level=logical..."}
     await feed.stop()
@@ -35,16 +34,11 @@ from typing import Any
 
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.pgoutput import lsn_to_str
-from pgrealtime.changes.reader import (
-    Batch,
-    FeedDisabled,
-    ReaderConfig,
-    ReplicationReader,
-    drop_slot,
-    prepare,
-)
 from pgrealtime.changes.skips import SkipCounter
+from pgrealtime.changes.slot import FeedDisabled, drop_slot, prepare
+from pgrealtime.changes.stream import Batch, ReaderConfig, ReplicationReader
 from pgrealtime.changes.visibility import Database
+from pgrealtime.config import FeedSettings
 from pgrealtime.db.errors import transient
 
 log = logging.getLogger(__name__)
@@ -58,24 +52,23 @@ class ChangeFeed:
     def __init__(
         self,
         dsn: str,
+        settings: FeedSettings | None = None,
         *,
-        slot: str = "pgrealtime",
-        publication: str = "pgrealtime",
         on_batch: BatchHandler | None = None,
         excluded_schemas: frozenset[str] = frozenset({"realtime"}),
         max_batch_changes: int = 1000,
         max_in_flight: int = 8,
         max_merged_changes: int = 10_000,
-        max_failures: int = 3,
     ) -> None:
+        settings = settings or FeedSettings()
         self.config = ReaderConfig(
             dsn=dsn,
-            slot=slot,
-            publication=publication,
+            slot=settings.slot,
+            publication=settings.publication,
             excluded_schemas=excluded_schemas,
             max_batch_changes=max_batch_changes,
             max_in_flight=max_in_flight,
-            max_failures=max_failures,
+            max_failures=settings.max_failures,
         )
         self.max_merged_changes = max_merged_changes
         self._handler = on_batch
@@ -116,7 +109,10 @@ class ChangeFeed:
             raise RuntimeError("ChangeFeed.start: register on_batch first")
         loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(None, prepare, self.config)
+            config = self.config
+            prepared = await loop.run_in_executor(
+                None, prepare, config.dsn, config.slot, config.publication
+            )
         except FeedDisabled as exc:
             self._disabled_reason = exc.reason
             log.warning("change notifications disabled: %s", exc.reason)

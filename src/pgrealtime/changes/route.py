@@ -25,8 +25,8 @@ from pgrealtime.changes.visibility import (
     RlsCounts,
     RoutedChange,
     authorize_subscription,
+    batch_readers,
     route_batch,
-    table_readers,
 )
 from pgrealtime.engine.hub import Outbox
 
@@ -128,13 +128,27 @@ class DbChannels:
 
     async def _readers(self, changes: list[RowChange]) -> dict[tuple[str, str], frozenset[str]]:
         """The roles allowed on each table of the batch that has subscribers, checked now
-        (one query per batch; none when no table of the batch is subscribed to)."""
+        (one query per batch; none when no table of the batch is subscribed to). Rows
+        are checked against row level security as they are now, so the checked
+        transactions must be visible first (see changes/committed.py): the same query
+        says which still run, and only then is there more to wait for."""
         wanted: dict[tuple[str, str], set[str]] = {}
-        for key in {(c.schema, c.table) for c in changes}:
+        checked: dict[tuple[str, str], set[int]] = {}
+        for change in changes:
+            key = (change.schema, change.table)
             subscribers = self._by_table.get(key)
-            if subscribers:
+            if not subscribers:
+                continue
+            if key not in wanted:
                 wanted[key] = {s.role for s in subscribers}
-        return await table_readers(self.pool, wanted) if wanted else {}
+            if change.rls and change.event in ("INSERT", "UPDATE"):
+                checked.setdefault(key, set()).add(change.xid)
+        if not wanted:
+            return {}
+        readers, running = await batch_readers(self.pool, wanted, checked)
+        if running:
+            await wait_committed(self.pool, running)
+        return readers
 
     async def deliver(self, changes: list[RowChange]) -> None:
         """Route one batch; returning acknowledges it to the feed. Only subscribers whose
@@ -145,15 +159,6 @@ class DbChannels:
         readers = await self._readers(changes)
         if not readers:
             return
-        # rows are checked against row level security as they are now: the checked
-        # transactions must be visible first (see changes/committed.py)
-        checked = [
-            c.xid
-            for c in changes
-            if c.rls and c.event in ("INSERT", "UPDATE") and (c.schema, c.table) in readers
-        ]
-        if checked:
-            await wait_committed(self.pool, checked)
 
         def candidates(schema: str, table: str) -> Sequence[TableSubscriber]:
             roles = readers.get((schema, table))

@@ -14,8 +14,9 @@ Rules:
   Then `publish_table` adds the table to the (initially empty) publication, as the
   server's own role; a table without a primary key or replica identity is refused
   instead, because publishing it would break the application's UPDATE and DELETE.
-- Every batch: `table_readers` checks that privilege again, per role (one query for
-  the batch), so a REVOKE stops deliveries from the next batch on.
+- Every batch: `batch_readers` checks that privilege again, per role (one query for
+  the batch, which also asks whether the batch's transactions are visible yet: see
+  committed.py), so a REVOKE stops deliveries from the next batch on.
 - Tables without row level security: that is all; every change goes to every
   subscriber whose filter matches.
 - Tables with row level security: INSERT and UPDATE go to the subscribers who can
@@ -44,6 +45,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncpg
 
 from pgrealtime.auth import ROLES
+from pgrealtime.changes.committed import SNAPSHOT, still_running
 from pgrealtime.changes.filters import ChangeFilter, FilterError, matches, parse_filter
 from pgrealtime.changes.model import RowChange
 from pgrealtime.changes.payload import build_payload, revealed
@@ -150,14 +152,43 @@ async def authorize_table(db: Database, role: str, claims: str, schema: str, tab
     )
 
 
-async def table_readers(
-    db: Database, wanted: dict[tuple[str, str], set[str]]
-) -> dict[tuple[str, str], frozenset[str]]:
+# Which (schema, table, role) rows may read (their ordinal), and which of the given
+# transactions (32-bit ids, per table) still run for a fresh snapshot, counting only
+# those of tables some role may read: one round trip per batch for both.
+_BATCH_READERS = f"""
+WITH q AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(s, t, r, n)
+), allowed AS (
+  SELECT q.n, q.s, q.t FROM q
+  JOIN pg_catalog.pg_roles ro ON ro.rolname = q.r
+  JOIN pg_catalog.pg_namespace ns ON ns.nspname = q.s
+  JOIN pg_catalog.pg_class c
+    ON c.relnamespace = ns.oid AND c.relname = q.t AND c.relkind IN ('r', 'p')
+  WHERE has_schema_privilege(ro.oid, ns.oid, 'USAGE')
+    AND has_table_privilege(ro.oid, c.oid, 'SELECT')
+), {SNAPSHOT}
+SELECT n::int, NULL::bigint AS xid FROM allowed
+UNION ALL
+SELECT NULL, x.xid FROM snap, unnest($4::text[], $5::text[], $6::bigint[]) AS x(s, t, xid)
+WHERE EXISTS (SELECT 1 FROM allowed a WHERE a.s = x.s AND a.t = x.t)
+  AND {still_running("x.xid")}
+"""
+
+
+async def batch_readers(
+    db: Database,
+    wanted: dict[tuple[str, str], set[str]],
+    checked: dict[tuple[str, str], set[int]] | None = None,
+) -> tuple[dict[tuple[str, str], frozenset[str]], list[int]]:
     """For each (schema, table), those of its `wanted` roles that may read it NOW: USAGE
     on the schema and SELECT on the table, the subscribe check's rule. One query for
     all, so a REVOKE takes effect from the next batch on. Privileges belong to roles
     (never to claims) and roles come from the allow-list, so this is at most three
-    rows per table. A table, schema or role that does not exist reads as not allowed."""
+    rows per table. A table, schema or role that does not exist reads as not allowed.
+
+    In the same round trip: which of the `checked` transactions (per table, the ones
+    whose rows will be checked against row level security) still run for a fresh
+    snapshot, among tables someone may read (see committed.py: wait for those)."""
     rows = [
         (schema, table, role)
         for (schema, table), roles in wanted.items()
@@ -165,25 +196,33 @@ async def table_readers(
         if role in ROLES
     ]
     if not rows:
-        return {}
-    allowed = await db.fetch(
-        "SELECT q.n::int FROM unnest($1::text[], $2::text[], $3::text[]) "
-        "  WITH ORDINALITY AS q(s, t, r, n) "
-        "JOIN pg_catalog.pg_roles ro ON ro.rolname = q.r "
-        "JOIN pg_catalog.pg_namespace ns ON ns.nspname = q.s "
-        "JOIN pg_catalog.pg_class c "
-        "  ON c.relnamespace = ns.oid AND c.relname = q.t AND c.relkind IN ('r', 'p') "
-        "WHERE has_schema_privilege(ro.oid, ns.oid, 'USAGE') "
-        "  AND has_table_privilege(ro.oid, c.oid, 'SELECT')",
+        return {}, []
+    xids = [(s, t, x) for (s, t), ids in (checked or {}).items() for x in sorted(ids)]
+    found = await db.fetch(
+        _BATCH_READERS,
         [r[0] for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
+        [x[0] for x in xids],
+        [x[1] for x in xids],
+        [x[2] for x in xids],
     )
     readers: dict[tuple[str, str], set[str]] = {}
-    for row in allowed:
-        schema, table, role = rows[row[0] - 1]
+    running: list[int] = []
+    for n, xid in found:
+        if n is None:
+            running.append(xid)
+            continue
+        schema, table, role = rows[n - 1]
         readers.setdefault((schema, table), set()).add(role)
-    return {key: frozenset(roles) for key, roles in readers.items()}
+    return {key: frozenset(roles) for key, roles in readers.items()}, running
+
+
+async def table_readers(
+    db: Database, wanted: dict[tuple[str, str], set[str]]
+) -> dict[tuple[str, str], frozenset[str]]:
+    """`batch_readers` without transactions to check: the roles that may read each table."""
+    return (await batch_readers(db, wanted))[0]
 
 
 def _qualified(schema: str, table: str) -> str:

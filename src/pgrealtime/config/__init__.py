@@ -3,6 +3,7 @@
 The package's API; see options.py for the table itself.
 """
 
+from pgrealtime.config.concerns import FeedSettings, WebhookSettings
 from pgrealtime.config.flags import (
     add_connection_flags,
     add_flags,
@@ -27,8 +28,10 @@ __all__ = [
     "GROUPS",
     "OPTIONS",
     "SECRETS_FILE",
+    "FeedSettings",
     "Option",
     "Settings",
+    "WebhookSettings",
     "add_connection_flags",
     "add_flags",
     "add_server_flags",

@@ -5,7 +5,7 @@ now?" (a client is told to try again, a connection is thrown away) and "did this
 database call fail at all?" (a background loop logs and tries again later instead of
 dying). Each answer is one tuple here, so the places that ask cannot drift apart.
 A caller that deliberately catches another set keeps its own tuple and says why
-(e.g. `changes/reader.CONNECTION_ERRORS` for psycopg2). `transient` answers a third:
+(e.g. `changes/slot.CONNECTION_ERRORS` for psycopg2). `transient` answers a third:
 "would the same statement likely succeed if tried again later?"
 """
 

@@ -5,7 +5,8 @@ channels (same specificity rules as subscribing); one whose governing channel is
 gone or different is ended with a frame that says why. One Revalidator per process
 runs every check: awaited by the REST handler that made the change (so its caller's
 subscriptions are ended before the response), and requested by the channels-changed
-NOTIFY for changes made elsewhere (SQL, other processes).
+NOTIFY for changes made elsewhere (SQL, other processes). The NOTIFY of this process's
+own change carries its origin and is skipped: one re-check per change.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ The address check is applied to every address a connection is actually opened to
 from __future__ import annotations
 
 import ipaddress
+import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
@@ -62,12 +64,39 @@ def validate_webhook_url(url: object) -> str | None:
     return _split(url)[1]
 
 
+# The one rule for a webhook URL's host, written out rather than left to urlsplit (whose
+# details vary between Python versions), so that `realtime.webhook_url_host` in SQL
+# (db/functions/webhook_url_host.sql) can follow it step by step; a test holds the two
+# equal over tricky URLs (tests/webhooks/test_url_host_sql.py):
+#   1. the URL starts with a scheme and `//`, else there is no host;
+#   2. the authority runs to the first `/`, `?` or `#`;
+#   3. userinfo, up to the last `@`, is dropped;
+#   4. with a `[` (IPv6, IPvFuture) the host is what lies between the first `[` and the
+#      next `]` (none: no host), as urlsplit has it; otherwise it runs to the first `:`;
+#   5. ASCII letters are lower-cased (PostgreSQL's lower() depends on the database's
+#      locale beyond ASCII), percent-escapes are kept as written, trailing dots dropped.
+# For every URL that `validate_webhook_url` accepts it gives urlsplit's hostname up to
+# case (which signing and the allowed-hosts match ignore).
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def url_host(url: str) -> str:
-    """The lower-cased host of a URL, without brackets ('' when there is none)."""
-    try:
-        return (urlsplit(url).hostname or "").rstrip(".")
-    except ValueError:
+    """The host of a webhook URL by the one rule above ('' when there is none): the
+    per-host key the database stores, the host that is signed and that the address
+    policy's allowed hosts are matched against."""
+    found = _AUTHORITY.match(url)
+    if found is None:
         return ""
+    authority = found.group(1).rpartition("@")[2]
+    _, opening, bracketed = authority.partition("[")
+    if opening:
+        host, closing, _ = bracketed.partition("]")
+        if not closing:
+            return ""
+    else:
+        host = authority.partition(":")[0]
+    return host.translate(_ASCII_LOWER).rstrip(".")
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -7,7 +7,9 @@ trigger wakes the worker at once; a short poll is the fallback, and the time unt
 next due retry bounds each sleep so retries go out on time.
 
 Concurrency is capped overall and per target host, so a slow receiver holds at most
-`per_host_concurrency` requests and cannot starve the others.
+`per_host_concurrency` requests and cannot starve the others. Which claimed delivery
+starts when, and when to claim more, is decided by the pure `scheduler.HostScheduler`;
+this module is the loop that drives it (claims, tasks, outcomes).
 
 Database round trips, not HTTP, limited throughput, so the worker keeps them off the
 path of each request:
@@ -31,13 +33,12 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import asyncpg
 
-from pgrealtime.config import Settings
+from pgrealtime.config import WebhookSettings
 from pgrealtime.db import errors as db_errors
 from pgrealtime.webhooks import payload, store
 from pgrealtime.webhooks.backoff import (
@@ -50,33 +51,20 @@ from pgrealtime.webhooks.payload import WebhookDelivery
 from pgrealtime.webhooks.policy import UrlPolicy, url_host
 from pgrealtime.webhooks.recorder import DEFAULT_DELAY, DeliveredRecorder, KeptConnection
 from pgrealtime.webhooks.recovery import DEFAULT_MIN_OUTAGE, HostRecovery
+from pgrealtime.webhooks.scheduler import MIN_SLEEP, Dispatched, HostScheduler, Queued
 from pgrealtime.webhooks.signing import signature_headers
 from pgrealtime.webhooks.transport import AttemptResult, WebhookTransport
 
 log = logging.getLogger(__name__)
 
-MIN_SLEEP = 0.02
 DB_ERROR_SLEEP = 1.0
-DEFAULT_PER_HOST = 32  # see docs/webhooks.md: 8 left a loopback receiver idle half the time
 DEFAULT_MAX_CONCURRENCY = 128  # four hosts at their limit leave room for the others
-# rows leased by one claim at most (the claim scans 4 times as many candidates)
-CLAIM_MAX = 128
 # between two claims at least this long: completions that come together share one
 CLAIM_INTERVAL = 0.005
-# new work announced while busy is claimed at most this often (hosts being worked on
-# are refilled as they run empty anyway; this is for other hosts)
-BUSY_NOTIFY_INTERVAL = 0.05
 # how often a short claim also asks when the next retry is due
 NEXT_DUE_INTERVAL = 0.1
 # a queued delivery must start with this much lease left beyond the attempt timeout
 LEASE_MARGIN = 20.0
-
-
-@dataclass(slots=True)
-class _Queued:
-    delivery: WebhookDelivery
-    token: uuid.UUID
-    send_by: float  # loop time after which the lease may not cover an attempt
 
 
 class WebhookWorker:
@@ -86,7 +74,7 @@ class WebhookWorker:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        settings: Settings,
+        settings: WebhookSettings,
         *,
         base_delay: float = DEFAULT_BASE_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
@@ -100,21 +88,20 @@ class WebhookWorker:
         recovery_min_outage: float = DEFAULT_MIN_OUTAGE,
     ) -> None:
         self._pool = pool
-        self._secret = settings.webhook_secret or None
-        self._timeout = settings.webhook_timeout_seconds
-        self._retry_seconds = settings.webhook_retry_hours * 3600.0
+        self._secret = settings.secret or None
+        self._timeout = settings.timeout_seconds
+        self._retry_seconds = settings.retry_hours * 3600.0
         self._base_delay = base_delay
         self._max_delay = max_delay
         self._poll_interval = poll_interval
-        self._max_concurrency = max(1, max_concurrency)
-        if per_host_concurrency is None:
-            per_host_concurrency = getattr(
-                settings, "webhook_per_host_concurrency", DEFAULT_PER_HOST
-            )
-        self._per_host = max(1, min(per_host_concurrency, self._max_concurrency))
-        prefetch = self._per_host if prefetch_per_host is None else max(0, prefetch_per_host)
-        self._hold_per_host = self._per_host + prefetch  # queued + sending, per host
-        self._hold_total = self._max_concurrency + max(prefetch, self._max_concurrency)
+        self._slots = HostScheduler(
+            max_concurrency=max_concurrency,
+            per_host=settings.per_host_concurrency
+            if per_host_concurrency is None
+            else per_host_concurrency,
+            prefetch_per_host=prefetch_per_host,
+            poll_interval=poll_interval,
+        )
         # a claim must outlive waiting in the queue (about one attempt), the attempt
         # (timeout) and recording its outcome
         self._lease_seconds = lease_seconds or 2 * self._timeout + 30.0
@@ -122,16 +109,14 @@ class WebhookWorker:
         self._queue_seconds = max(
             self._lease_seconds - self._timeout - LEASE_MARGIN, self._lease_seconds / 4
         )
-        self._policy = UrlPolicy.create(
-            settings.webhook_allow_private_networks, settings.webhook_allowed_hosts
-        )
+        self._policy = UrlPolicy.create(settings.allow_private_networks, settings.allowed_hosts)
         # pure for a given URL; most deliveries share a few URLs
         self._check_url = functools.lru_cache(maxsize=4096)(self._policy.check_url)
         self._url_host = functools.lru_cache(maxsize=4096)(url_host)
         self._transport = WebhookTransport(
             self._policy,
             timeout=self._timeout,
-            max_connections=self._max_concurrency,
+            max_connections=self._slots.max_concurrency,
             max_response_bytes=max_response_bytes,
         )
         self._recorder = DeliveredRecorder(pool, delay=record_delay)
@@ -141,22 +126,11 @@ class WebhookWorker:
         self._conn = KeptConnection(pool, self._listen_on, self._unlisten)
         self._wake = asyncio.Event()
         self._stopping = False
-        # claimed, not started yet, per host (oldest first)
-        self._ready: dict[str, deque[_Queued]] = {}
-        # per host: queued + sending (what a claim may add to), and sending alone
-        self._held: Counter[str] = Counter()
-        self._held_total = 0
-        self._sending: Counter[str] = Counter()
-        self._sending_total = 0
         self._unsent: set[asyncio.Task[None]] = set()
         # tasks sending or recording, with the claim each holds (released at stop)
         self._inflight: dict[asyncio.Task[None], tuple[uuid.UUID, uuid.UUID]] = {}
         self._hosts: dict[asyncio.Task[None], str] = {}
-        self._backlogged: set[str] = set()  # hosts whose last claim was cut by their room
         self._give_back: list[tuple[uuid.UUID, uuid.UUID]] = []
-        self._new_work = True
-        self._refill = False
-        self._last_claim = -1e9
         self._last_next_due = -1e9
         self.claims = 0  # claim statements so far, and rows they leased (for profiling)
         self.claimed = 0
@@ -179,7 +153,7 @@ class WebhookWorker:
                 "are sent unsigned"
             )
         await self._transport.start()
-        self._stopping = False
+        self._stopping = self._slots.paused = False
         self._loop_task = asyncio.create_task(self._run(), name="webhook-claim")
 
     async def stop(self, grace: float | None = None) -> None:
@@ -188,7 +162,7 @@ class WebhookWorker:
         (and those still queued) so another worker sends them right away."""
         if self._loop_task is None:
             return
-        self._stopping = True
+        self._stopping = self._slots.paused = True
         self._wake.set()
         await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._conn.drop()  # the pool's reset ends the LISTEN
@@ -215,21 +189,16 @@ class WebhookWorker:
         """Claims queued but not started (and those set aside), to be released."""
         claims = self._give_back
         self._give_back = []
-        for queue in self._ready.values():
-            claims += [(q.delivery.id, q.token) for q in queue]
-            for q in queue:
-                self._unhold(q.delivery.host)
-        self._ready.clear()
-        return claims
+        return claims + [(q.delivery.id, q.token) for q in self._slots.take_back()]
 
     # -- wake-ups --------------------------------------------------------------
 
     def _on_notify(self, *_: object) -> None:
-        self._new_work = True
+        self._slots.new_work = True
         self._wake.set()
 
     def _on_lost(self, _conn: object) -> None:
-        self._new_work = True  # the next claim finds it closed and takes another one
+        self._slots.new_work = True  # the next claim finds it closed and takes another one
         self._wake.set()
 
     async def _unlisten(self, conn: asyncpg.Connection) -> None:
@@ -243,57 +212,46 @@ class WebhookWorker:
         there was none only delay work until the claim made right after."""
         conn.add_termination_listener(self._on_lost)
         await conn.add_listener(store.NOTIFY_CHANNEL, self._on_notify)
-        self._new_work = True  # anything queued while we were not listening
+        self._slots.new_work = True  # anything queued while we were not listening
 
     # -- claiming ----------------------------------------------------------------
 
-    def _claim_wanted(self, now: float) -> float:
-        """0 when a claim should run now, else seconds to wait before asking again."""
-        if self._hold_total - self._held_total <= 0:
-            return self._poll_interval if not self._new_work else MIN_SLEEP
-        if self._refill or (self._new_work and self._held_total == 0):
-            return 0.0
-        if self._new_work:
-            return max(0.0, self._last_claim + BUSY_NOTIFY_INTERVAL - now)
-        return self._poll_interval
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        slots = self._slots
         sleep = 0.0
         while not self._stopping:
             if sleep > 0:
                 try:
                     await asyncio.wait_for(self._wake.wait(), sleep)
                 except TimeoutError:
-                    self._new_work = True  # the poll, or a retry that came due
+                    slots.new_work = True  # the poll, or a retry that came due
             self._wake.clear()
             if self._stopping:
                 break
             if self._give_back:
                 await self._release_set_aside()
             now = loop.time()
-            sleep = self._claim_wanted(now)
+            sleep = slots.claim_wanted(now)
             if sleep > 0:
                 continue
-            gap = self._last_claim + CLAIM_INTERVAL - now
+            gap = slots.last_claim + CLAIM_INTERVAL - now
             if gap > 0:  # let completions that come together share this claim
                 await asyncio.sleep(gap)
                 if self._stopping:
                     break
-            room = min(CLAIM_MAX, self._hold_total - self._held_total)
-            self._refill = self._new_work = False
-            self._last_claim = now = loop.time()
+            now = loop.time()
+            room, held = slots.claiming(now)
             want_next_due = now - self._last_next_due >= NEXT_DUE_INTERVAL
-            held = dict(self._held)
             try:
                 conn = await self._conn.get()
                 claim = await store.claim(
                     conn,
                     limit=room,
-                    per_host=self._hold_per_host,
+                    per_host=slots.hold_per_host,
                     busy=held,
                     lease_seconds=self._lease_seconds,
-                    want_next_due=want_next_due or self._held_total == 0,
+                    want_next_due=want_next_due or slots.held_total == 0,
                 )
             except Exception as exc:  # keep the loop alive: the database may come back
                 log.warning("webhook claim failed: %s", type(exc).__name__)
@@ -305,30 +263,13 @@ class WebhookWorker:
             if self._stopping:  # stop() is waiting for us: hand these back with the rest
                 self._give_back += [(d.id, claim.token) for d in claim.deliveries]
                 break
-            self._take(claim, held, loop.time() + self._queue_seconds)
+            send_by = loop.time() + self._queue_seconds
+            queued = [Queued(d, claim.token, send_by) for d in claim.deliveries]
+            self._follow(slots.took(queued, held, loop.time()))
             sleep = self._poll_interval
             if claim.next_due is not None:
                 self._last_next_due = now
                 sleep = max(MIN_SLEEP, min(sleep, claim.next_due))
-
-    def _take(self, claim: store.Claim, held_before: dict[str, int], send_by: float) -> None:
-        """Queue what a claim leased, note which hosts have more, start what fits."""
-        got: Counter[str] = Counter()
-        for delivery in claim.deliveries:
-            host = delivery.host
-            self._ready.setdefault(host, deque()).append(_Queued(delivery, claim.token, send_by))
-            self._held[host] += 1
-            self._held_total += 1
-            got[host] += 1
-        for host in set(got) | self._backlogged:
-            before = held_before.get(host, 0)
-            if before >= self._hold_per_host:
-                continue  # left out of this claim: nothing learnt
-            if got[host] >= self._hold_per_host - before:
-                self._backlogged.add(host)
-            else:
-                self._backlogged.discard(host)
-        self._dispatch(None)
 
     async def _release_set_aside(self) -> None:
         claims, self._give_back = self._give_back, []
@@ -339,58 +280,21 @@ class WebhookWorker:
 
     # -- starting and finishing ---------------------------------------------------
 
-    def _dispatch(self, host: str | None) -> None:
-        """Start queued deliveries that have a free slot: those of `host` (its slot was
-        just freed), or of every host in turn (after a claim, or when the overall limit
-        was what held them back)."""
-        if self._stopping:
-            return
-        hosts = [host] if host is not None else list(self._ready)
-        loop_time = asyncio.get_running_loop().time()
-        for h in hosts:
-            if self._sending_total >= self._max_concurrency:
-                break
-            queue = self._ready.get(h)
-            if queue is None:
-                continue
-            started = False
-            while (
-                queue
-                and self._sending[h] < self._per_host
-                and self._sending_total < self._max_concurrency
-            ):
-                item = queue.popleft()
-                if loop_time > item.send_by:  # its lease may run out mid-attempt
-                    self._unhold(h)
-                    self._give_back.append((item.delivery.id, item.token))
-                    self._new_work = True
-                    self._wake.set()
-                    continue
-                self._start(item)
-                started = True
-            if not queue:
-                del self._ready[h]
-                if h in self._backlogged:
-                    self._refill = True
-                    self._wake.set()
-            elif started and host is None:
-                self._ready[h] = self._ready.pop(h)  # round robin between hosts
+    def _follow(self, step: Dispatched) -> None:
+        """Do what the scheduler decided: hand back expired claims, start the rest."""
+        if step.expired:
+            self._give_back += [(q.delivery.id, q.token) for q in step.expired]
+        for item in step.start:
+            self._start(item)
+        if step.wake:
+            self._wake.set()
 
-    def _start(self, item: _Queued) -> None:
-        host = item.delivery.host
-        self._sending[host] += 1
-        self._sending_total += 1
+    def _start(self, item: Queued) -> None:
         task = asyncio.create_task(self._deliver(item.delivery, item.token))
         self._inflight[task] = (item.delivery.id, item.token)
-        self._hosts[task] = host
+        self._hosts[task] = item.delivery.host
         self._unsent.add(task)
         task.add_done_callback(self._done)
-
-    def _unhold(self, host: str) -> None:
-        self._held[host] -= 1
-        if self._held[host] <= 0:
-            del self._held[host]
-        self._held_total -= 1
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         """The request of `task` is over: its host slot is free for the next one."""
@@ -398,16 +302,7 @@ class WebhookWorker:
             return
         self._unsent.discard(task)
         host = self._hosts.pop(task)
-        at_limit = self._sending_total >= self._max_concurrency
-        self._sending[host] -= 1
-        if self._sending[host] <= 0:
-            del self._sending[host]
-        self._sending_total -= 1
-        self._unhold(host)
-        self._dispatch(None if at_limit else host)
-        if host not in self._ready and host in self._backlogged:
-            self._refill = True
-            self._wake.set()
+        self._follow(self._slots.sent(host, asyncio.get_running_loop().time()))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._sent(task)  # a task cancelled before it ran
@@ -523,5 +418,5 @@ class WebhookWorker:
             return
         if moved:
             log.info("webhook host answers again", extra={"host": host, "made_due": moved})
-            self._new_work = True
+            self._slots.new_work = True
             self._wake.set()

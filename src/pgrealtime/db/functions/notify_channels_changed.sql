@@ -1,9 +1,11 @@
 -- Channel changes made anywhere (REST on another process, or SQL) wake every server,
--- which then ends the subscriptions whose governing channel is gone or different.
+-- which then ends the subscriptions whose governing channel is gone or different. The
+-- payload is the changing server's origin (realtime.origin, set by its REST handler in
+-- the transaction; '' from SQL): that server re-checked already and skips its own.
 CREATE OR REPLACE FUNCTION realtime.notify_channels_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM pg_notify('realtime_channels', '');
+  PERFORM pg_notify('realtime_channels', coalesce(current_setting('realtime.origin', true), ''));
   RETURN NULL;
 END $$;
 

@@ -107,7 +107,11 @@ class Listener:
         self._pending.extend(message_ids)
         self._wake.set()
 
-    def _on_channels_changed(self, *_args: object) -> None:
+    def _on_channels_changed(self, *args: object) -> None:
+        """Channels changed: re-check subscriptions, unless this process made the change
+        (the payload is its origin): its REST handler re-checked before answering."""
+        if len(args) == 4 and args[3] == self.origin:
+            return
         if self.on_channels_changed is not None:
             self.on_channels_changed()
 
