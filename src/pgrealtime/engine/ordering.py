@@ -81,9 +81,8 @@ class Ordering:
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self.gaps_filled = 0  # messages read back from the table to close a gap
-        # messages queued to WebSocket subscribers since start (the dashboard's
-        # deliveries/s and metrics): summed from the audience counts once per flush, so the
-        # fan-out itself does no extra work
+        # frames queued to subscribers since start (metrics, the dashboard's
+        # deliveries/s): one addition per message fanned out, never per delivery
         self.delivered = 0
 
     # -- positions ------------------------------------------------------------
@@ -257,8 +256,6 @@ class Ordering:
         if not self._counts:
             return
         counts, self._counts = self._counts, {}
-        counted = sum(counts.values())
-        self.delivered += counted
         try:
             await self.pool.execute(
                 "UPDATE realtime.messages m SET ws_audience_count = m.ws_audience_count + v.n"
@@ -269,5 +266,4 @@ class Ordering:
         except Exception:  # not written: keep them for the next try
             for key, value in counts.items():
                 self._counts[key] = self._counts.get(key, 0) + value
-            self.delivered -= counted  # counted again when they are written
             raise
