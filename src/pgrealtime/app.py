@@ -16,7 +16,7 @@ from pgrealtime import keys
 from pgrealtime.api import channels, health, messages, openapi, permissions, tables
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
-from pgrealtime.auth import Authenticator
+from pgrealtime.auth.setup import build_authenticator
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
@@ -44,6 +44,7 @@ from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
 from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
 from pgrealtime.session.core import SessionContext
+from pgrealtime.session.refresh import warn_expiring
 from pgrealtime.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,16 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.DATABASE_URL] = database_url
-    app[keys.AUTHENTICATOR] = Authenticator(
-        settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
-    )
+    app[keys.AUTHENTICATOR], jwks = build_authenticator(settings)
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
     app[keys.ADMISSION] = Admission(settings.max_connections, settings.max_connections_per_ip)
     app[keys.AUTH_DEADLINES] = AuthDeadlines(settings.auth_timeout_seconds)
     app[keys.ORIGIN] = uuid.uuid4().hex
     app[keys.HEALTH_EXTRAS] = {}
+    if jwks is not None:  # fetched before the server listens, refreshed until it stops
+        app.cleanup_ctx.append(lambda _app: jwks.running())
+        app[keys.HEALTH_EXTRAS]["jwks"] = jwks.status
     app[keys.BACKGROUND] = []
     app.add_routes(health.routes)
     app.add_routes(channels.routes)
@@ -160,6 +162,7 @@ async def _database(app: web.Application):
     app[keys.CHANGES] = feed
     app[keys.HUB] = hub
     app[keys.DELIVERY] = delivery
+    warn_before = settings.token_expiry_warning_seconds
     app[keys.SESSION_CONTEXT] = SessionContext(
         hub=hub,
         authenticator=app[keys.AUTHENTICATOR],
@@ -170,6 +173,8 @@ async def _database(app: web.Application):
         delivery=delivery,
         subscribe_checks=SubscribeChecks(pool),
         expiry=ExpiryClock(),
+        expiry_warnings=ExpiryClock(warn_expiring) if warn_before else None,
+        token_expiry_warning=warn_before,
         max_recover=settings.max_recover,
         max_recover_bytes=settings.max_recover_bytes,
         recoveries=asyncio.Semaphore(settings.max_concurrent_recoveries),
@@ -201,6 +206,8 @@ async def _database(app: web.Application):
     app[keys.KEEPALIVE].close()
     app[keys.AUTH_DEADLINES].close()
     app[keys.SESSION_CONTEXT].expiry.close()
+    if app[keys.SESSION_CONTEXT].expiry_warnings is not None:
+        app[keys.SESSION_CONTEXT].expiry_warnings.close()
     for task in app[keys.BACKGROUND]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
