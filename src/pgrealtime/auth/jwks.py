@@ -118,6 +118,8 @@ class JwksCache:
         """First fetch (a failure is logged, not fatal: tokens signed with these keys
         are refused until a fetch succeeds), then refresh in the background."""
         self._http = aiohttp.ClientSession(
+            # a fetch every few minutes at most: no idle connection kept in between
+            connector=aiohttp.TCPConnector(force_close=True),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"Accept": "application/json"},
         )
