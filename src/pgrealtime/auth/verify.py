@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 import jwt
 
 from pgrealtime.auth.errors import AuthError, KeysUnavailable, UnknownKey
-from pgrealtime.auth.hs256_fast import plain_hs256_claims
+from pgrealtime.auth.hs256_fast import plain_claims, plain_hs256_claims, split_plain
 from pgrealtime.auth.keys import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, VerifyKey
 
 if TYPE_CHECKING:  # the cache (and aiohttp) only where a JWKS is configured
     from pgrealtime.auth.jwks import JwksCache
 
 SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+# PyJWT's own algorithm objects: the fast path checks signatures exactly as PyJWT does
+_PYJWT_ALGORITHMS = jwt.algorithms.get_default_algorithms()
 
 
 def default_algorithms(public_keys: Sequence[VerifyKey], jwks: JwksCache | None) -> frozenset:
@@ -74,6 +76,9 @@ class Verifier:
             claims = plain_hs256_claims(token, self._secret_bytes, now)
             if claims is not None and self._iss_aud_ok(claims):
                 return claims
+        claims = self._plain_asymmetric(token, now)
+        if claims is not None and self._iss_aud_ok(claims):
+            return claims
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -107,6 +112,28 @@ class Verifier:
         if jwks is not None and not jwks.loaded:
             raise KeysUnavailable(_not_loaded(jwks))
         raise AuthError("INVALID_TOKEN", f"Invalid token: no configured key verifies {alg}")
+
+    def _plain_asymmetric(self, token: str, now: float) -> dict | None:
+        """The claims of a plain asymmetric token that verifies with a key of its kid
+        and that PyJWT would accept as they are; else None (PyJWT decides, and words
+        the refusal). The signature check is PyJWT's algorithm object."""
+        parts = split_plain(token)
+        if parts is None:
+            return None
+        header, signing_input, payload_b64, signature = parts
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if alg not in self.algorithms or alg in SYMMETRIC_ALGORITHMS:
+            return None
+        if header.keys() - {"alg", "typ", "kid"} or (kid is not None and type(kid) is not str):
+            return None
+        algorithm = _PYJWT_ALGORITHMS.get(alg)
+        if algorithm is None:
+            return None
+        for key in self._candidates(alg, kid):
+            if algorithm.verify(signing_input, key.key, signature):
+                return plain_claims(payload_b64, now)
+        return None
 
     def _candidates(self, alg: str, kid: str | None) -> list[VerifyKey]:
         """The JWKS keys of that kid (all of the set for a token without one), then the
