@@ -30,7 +30,8 @@ async def run(target: Target, s: Sizes) -> dict:
     """The first algorithm's storm (HS256 by default); with more, theirs in turn under
     `by_token_alg`, each with its rate relative to the first's."""
     # the baseline checks no token: one storm is all it needs
-    algs = s.token_algs if target.kind == "server" else s.token_algs[:1]
+    algs = tuple(dict.fromkeys(s.token_algs))  # each once, in the order given
+    algs = algs if target.kind == "server" else algs[:1]
     first = await _storm(target, s, algs[0])
     if len(algs) > 1:
         storms = {algs[0]: first}
