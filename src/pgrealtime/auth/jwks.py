@@ -217,5 +217,10 @@ class JwksCache:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self._next_refresh - time.monotonic()))
-            if time.monotonic() >= self._next_refresh:
+            if time.monotonic() < self._next_refresh:
+                continue  # a fetch for an unknown kid moved the next one
+            try:
                 await self._fetch_shared()
+            except Exception:  # a bug must not end the refreshes for good
+                log.exception("JWKS %s: refresh failed", self.url)
+                self._next_refresh = time.monotonic() + RETRY_SECONDS

@@ -117,6 +117,8 @@ class Verifier:
         """The claims of a plain asymmetric token that verifies with a key of its kid
         and that PyJWT would accept as they are; else None (PyJWT decides, and words
         the refusal). The signature check is PyJWT's algorithm object."""
+        if not self._public_keys and self.jwks is None:
+            return None  # HS256 only: nothing to try
         parts = split_plain(token)
         if parts is None:
             return None
@@ -136,11 +138,12 @@ class Verifier:
         return None
 
     def _candidates(self, alg: str, kid: str | None) -> list[VerifyKey]:
-        """The JWKS keys of that kid (all of the set for a token without one), then the
-        PEM keys (no kid: they match any token); only keys that can produce `alg`."""
+        """The JWKS keys of that kid (all of the set for a token without one; a key
+        without kid matches any), then the PEM keys (no kid either); only keys that can
+        produce `alg`."""
         found: list[VerifyKey] = []
         if self.jwks is not None:
-            found = [k for k in self.jwks.keys if kid is None or k.kid == kid]
+            found = [k for k in self.jwks.keys if kid is None or k.kid in (kid, None)]
         found += self._public_keys
         return [k for k in found if alg in k.algorithms]
 

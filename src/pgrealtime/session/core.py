@@ -167,6 +167,8 @@ class Session:
         except (AuthError, refresh.RefreshRefused) as exc:
             self.send_error(exc.code, exc.message, frame.id)
             return
+        if self.outbox.closed:  # closed while the keys were fetched: watch no expiry
+            return
         self.principal = principal
         self._schedule_expiry(principal)
         self.reply(refresh.auth_success(principal), frame.id)
