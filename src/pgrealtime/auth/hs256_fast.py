@@ -46,7 +46,10 @@ def _json_object(segment: str) -> dict | None:
     return value
 
 
-def split_plain(token: str) -> tuple[dict, bytes, str, bytes] | None:
+Parts = tuple[dict, bytes, str, bytes]  # header, signing input, payload segment, signature
+
+
+def split_plain(token: str) -> Parts | None:
     """(header, signing input, payload segment, signature) of a token of the plain
     compact shape, or None (PyJWT decides)."""
     if _TOKEN.fullmatch(token) is None:
@@ -88,8 +91,11 @@ def plain_claims(payload_b64: str, now: float) -> dict | None:
 def plain_hs256_claims(token: str, secret: bytes, now: float) -> dict | None:
     """The claims of a valid plain HS256 token, or None (decide with PyJWT)."""
     parts = split_plain(token)
-    if parts is None:
-        return None
+    return None if parts is None else hs256_claims(parts, secret, now)
+
+
+def hs256_claims(parts: Parts, secret: bytes, now: float) -> dict | None:
+    """plain_hs256_claims of a token already split."""
     header, signing_input, payload_b64, signature = parts
     if header.get("alg") != "HS256" or header.keys() - {"alg", "typ"}:
         return None

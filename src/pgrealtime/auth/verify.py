@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 
 from pgrealtime.auth.errors import AuthError, KeysUnavailable, UnknownKey
-from pgrealtime.auth.hs256_fast import plain_claims, plain_hs256_claims, split_plain
+from pgrealtime.auth.hs256_fast import Parts, hs256_claims, plain_claims, split_plain
 from pgrealtime.auth.keys import ASYMMETRIC_ALGORITHMS, SYMMETRIC_ALGORITHMS, VerifyKey
 
 if TYPE_CHECKING:  # the cache (and aiohttp) only where a JWKS is configured
@@ -72,13 +72,15 @@ class Verifier:
     def decode(self, token: str, now: float) -> dict:
         """Verified claims. Raises UnknownKey when the token names a kid the JWKS lacks
         (the caller may refetch and ask again), AuthError otherwise."""
-        if "HS256" in self.algorithms:
-            claims = plain_hs256_claims(token, self._secret_bytes, now)
+        parts = split_plain(token)
+        if parts is not None:  # the plain common shape: the fast path
+            if parts[0].get("alg") == "HS256":
+                hs256 = "HS256" in self.algorithms
+                claims = hs256_claims(parts, self._secret_bytes, now) if hs256 else None
+            else:
+                claims = self._plain_asymmetric(parts, now)
             if claims is not None and self._iss_aud_ok(claims):
                 return claims
-        claims = self._plain_asymmetric(token, now)
-        if claims is not None and self._iss_aud_ok(claims):
-            return claims
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -113,15 +115,12 @@ class Verifier:
             raise KeysUnavailable(_not_loaded(jwks))
         raise AuthError("INVALID_TOKEN", f"Invalid token: no configured key verifies {alg}")
 
-    def _plain_asymmetric(self, token: str, now: float) -> dict | None:
+    def _plain_asymmetric(self, parts: Parts, now: float) -> dict | None:
         """The claims of a plain asymmetric token that verifies with a key of its kid
         and that PyJWT would accept as they are; else None (PyJWT decides, and words
         the refusal). The signature check is PyJWT's algorithm object."""
         if not self._public_keys and self.jwks is None:
             return None  # HS256 only: nothing to try
-        parts = split_plain(token)
-        if parts is None:
-            return None
         header, signing_input, payload_b64, signature = parts
         alg = header.get("alg")
         kid = header.get("kid")
