@@ -98,6 +98,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="WebSocket client of the load generator: the lean protocol (default; "
         "receives far more frames per cpu second) or aiohttp's",
     )
+    g.add_argument(
+        "--token-alg",
+        dest="token_algs",
+        type=lambda text: tuple(x.strip() for x in text.split(",") if x.strip()),
+        help="connect: comma-separated token algorithms, each storm in turn in the same run "
+        "(HS256, RS256, PS256, ES256, EdDSA), compared with the first; default HS256",
+    )
     g.add_argument("--rls-subscribers", type=int, help="changes: distinct users on the RLS table")
     g.add_argument("--messages", type=int, help="webhooks: messages of the throughput phase")
     g.add_argument(
@@ -125,6 +132,7 @@ SIZE_FLAGS = [
     "rls_subscribers",
     "messages",
     "outage_seconds",
+    "token_algs",
     "database_url",
 ]
 

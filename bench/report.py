@@ -125,6 +125,14 @@ def summary_rows(scenario: str, result: dict, p99_limit_ms: float) -> list[tuple
         ("session p99 ms", lat["p99_ms"]),
         ("session max ms", lat["max_ms"]),
     ]
+    for alg, storm in result.get("by_token_alg", {}).items():  # --token-alg
+        rows.append(
+            (
+                f"{alg} sessions/s (x first)",
+                f"{storm['sessions_per_s']} ({storm['vs_first']}x), "
+                f"{storm['server_cpu_us_per_session']} us/session, {storm['failed']} failed",
+            )
+        )
     return rows
 
 

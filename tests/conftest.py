@@ -230,6 +230,8 @@ def make_settings(**overrides: Any) -> Settings:
         "frame_rate": 0,
         "subscribe_rate": 0,
         "max_connections_per_ip": 0,
+        # tests mint tokens on this host's clock: no leeway, so an expired token is one
+        "jwt_leeway_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)

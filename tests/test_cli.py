@@ -129,3 +129,19 @@ def test_migrate_and_help(db_url: str, tmp_path: Path) -> None:
     for flag in ("--host", "--port", "--database-url", "--data-dir", "--jwt-secret", "--api-key"):
         assert flag in help_text
     assert "PGREALTIME_DATABASE_URL" in help_text
+
+
+def test_serve_refuses_token_settings_that_cannot_work(tmp_path: Path) -> None:
+    """A key file, a JWKS URL or an algorithm that cannot work is an error at start,
+    before any database is started (the URL points nowhere: never reached)."""
+    env = _env("postgresql://nobody@127.0.0.1:1/none", tmp_path)
+    for args, words in (
+        (["--jwt-public-key", str(tmp_path / "missing.pem")], "No such file"),
+        (["--jwks-url", "http://idp.example/jwks.json"], "plain http"),
+        (["--jwt-algorithms", "none"], "none not supported"),
+        (["--jwt-algorithms", "RS256"], "needs keys"),
+    ):
+        bad = subprocess.run([*PGREALTIME, "serve", *args], env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        assert bad.returncode == 1 and words in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr

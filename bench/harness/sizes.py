@@ -29,4 +29,5 @@ class Sizes:
     rls_subscribers: int = 0  # changes: distinct users on the RLS table
     messages: int = 0  # webhooks: messages of the throughput phase (0: rate x time)
     outage_seconds: float = 60.0  # webhooks: how long the receiver is down
+    token_algs: tuple[str, ...] = ("HS256",)  # connect: each measured in turn, same run
     database_url: str | None = None  # changes/webhooks: where to write (else the embedded one)

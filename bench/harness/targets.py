@@ -19,11 +19,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import jwt
 
 from bench.harness.procstat import POSTGRES_COMM, ServerProbe, comm, pin_tree, process_tree
+from bench.harness.signing import KEY_OF_ALG, make_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds bench/
 
@@ -43,6 +45,7 @@ class Target:
     workdir: Path | None = None
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    signing_keys: dict[str, Any] = field(default_factory=dict)  # key type -> private key
 
     @property
     def ws_url(self) -> str:
@@ -54,13 +57,20 @@ class Target:
     def probe(self) -> ServerProbe:
         return ServerProbe(self.pid, self.postgres_scope, self.workdir)
 
-    def token(self, user_id: str | None = None, ttl: float = 3600.0) -> str:
+    def token(self, user_id: str | None = None, ttl: float = 3600.0, alg: str = "HS256") -> str:
+        """A user's token, signed with `alg` (HS256 with the server's secret; the others
+        with the keys this bench gave the server it started)."""
         claims = {
             "sub": user_id or str(uuid.uuid4()),
             "role": "authenticated",
             "exp": int(time.time() + ttl),
         }
-        return jwt.encode(claims, self.jwt_secret, "HS256")
+        if alg == "HS256":
+            return jwt.encode(claims, self.jwt_secret, "HS256")
+        key = self.signing_keys.get(KEY_OF_ALG.get(alg, ""))
+        if key is None:
+            raise ValueError(f"no {alg} key: the bench gives keys only to a server it starts")
+        return jwt.encode(claims, key, alg)
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -184,6 +194,7 @@ async def start_server(
     log_path = workdir / "server.log"
     jwt_secret = secrets.token_urlsafe(48)
     api_key = "ik_" + secrets.token_urlsafe(24)
+    signing_keys, public_keys = make_keys(workdir)  # for tokens other than HS256
     cmd = [
         *_server_command(),
         "serve",
@@ -218,6 +229,8 @@ async def start_server(
         "0",
         "--max-connections-per-ip",
         "0",
+        "--jwt-public-key",
+        ",".join(str(path) for path in public_keys),
     ]
     if database_url:
         cmd += ["--database-url", database_url]
@@ -235,6 +248,7 @@ async def start_server(
         workdir=workdir,
         log_path=log_path,
         postgres_scope="host" if database_url else "embedded",
+        signing_keys=signing_keys,
     )
     try:
         await _wait_healthy(target, wait_s)

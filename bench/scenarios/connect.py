@@ -1,5 +1,7 @@
 """`bench connect`: a storm of connect + auth + subscribe, a fixed number in flight:
-sessions established per second and what each costs the server."""
+sessions established per second and what each costs the server. With `--token-alg
+HS256,RS256,ES256` one storm per algorithm, in turn against the same server, each
+token distinct (no verified-token cache hit): the cost of verifying each kind."""
 
 from __future__ import annotations
 
@@ -25,12 +27,37 @@ QUICK = dict(sessions=50, concurrency=10)
 
 
 async def run(target: Target, s: Sizes) -> dict:
+    """The first algorithm's storm (HS256 by default); with more, theirs in turn under
+    `by_token_alg`, each with its rate relative to the first's."""
+    # the baseline checks no token: one storm is all it needs
+    algs = tuple(dict.fromkeys(s.token_algs))  # each once, in the order given
+    algs = algs if target.kind == "server" else algs[:1]
+    first = await _storm(target, s, algs[0])
+    if len(algs) > 1:
+        storms = {algs[0]: first}
+        for alg in algs[1:]:
+            storms[alg] = await _storm(target, s, alg)
+        base = first["sessions_per_s"] or None
+        first["by_token_alg"] = {
+            alg: {
+                "sessions_per_s": r["sessions_per_s"],
+                "server_cpu_us_per_session": r["server_cpu_us_per_session"],
+                "failed": r["failed"],
+                "vs_first": round(r["sessions_per_s"] / base, 2) if base else None,
+            }
+            for alg, r in storms.items()
+        }
+    first["token_alg"] = algs[0]
+    return first
+
+
+async def _storm(target: Target, s: Sizes, alg: str) -> dict:
     """A storm of connect + auth + subscribe with a fixed number in flight
     (closed loop: this measures capacity, sessions established per second)."""
     rec = Recorder()
     probe = target.probe
     url = target.ws_url
-    tokens = [target.token() for _ in range(s.sessions)]
+    tokens = [target.token(alg=alg) for _ in range(s.sessions)]
     latencies = array("q")
     failures: list[str] = []
 

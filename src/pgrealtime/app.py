@@ -17,7 +17,7 @@ from pgrealtime.api import channels, dashboard, health, messages, openapi, permi
 from pgrealtime.api import metrics as metrics_route
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
-from pgrealtime.auth import Authenticator
+from pgrealtime.auth.setup import build_authenticator
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
@@ -50,6 +50,7 @@ from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
 from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
 from pgrealtime.session.core import SessionContext
+from pgrealtime.session.refresh import warn_expiring
 from pgrealtime.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,16 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.DATABASE_URL] = database_url
-    app[keys.AUTHENTICATOR] = Authenticator(
-        settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
-    )
+    app[keys.AUTHENTICATOR], jwks = build_authenticator(settings)
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
     app[keys.ADMISSION] = Admission(settings.max_connections, settings.max_connections_per_ip)
     app[keys.AUTH_DEADLINES] = AuthDeadlines(settings.auth_timeout_seconds)
     app[keys.ORIGIN] = uuid.uuid4().hex
     app[keys.HEALTH_EXTRAS] = {}
+    if jwks is not None:  # fetched before the server listens, refreshed until it stops
+        app.cleanup_ctx.append(lambda _app: jwks.running())
+        app[keys.HEALTH_EXTRAS]["jwks"] = jwks.status
     app[keys.BACKGROUND] = []
     app.add_routes(health.routes)
     app.add_routes(channels.routes)
@@ -169,6 +171,7 @@ async def _database(app: web.Application):
     if settings.presence:
         presence = Presence(hub, message_frame, None, settings.presence_snapshot_limit,
                             settings.max_presence_state_bytes)  # fmt: skip
+    warn_before = settings.token_expiry_warning_seconds
     app[keys.SESSION_CONTEXT] = SessionContext(
         hub=hub,
         authenticator=app[keys.AUTHENTICATOR],
@@ -179,6 +182,8 @@ async def _database(app: web.Application):
         delivery=delivery,
         subscribe_checks=SubscribeChecks(pool),
         expiry=ExpiryClock(),
+        expiry_warnings=ExpiryClock(warn_expiring) if warn_before else None,
+        token_expiry_warning=warn_before,
         max_recover=settings.max_recover,
         max_recover_bytes=settings.max_recover_bytes,
         recoveries=asyncio.Semaphore(settings.max_concurrent_recoveries),
@@ -214,6 +219,8 @@ async def _database(app: web.Application):
     app[keys.KEEPALIVE].close()
     app[keys.AUTH_DEADLINES].close()
     app[keys.SESSION_CONTEXT].expiry.close()
+    if app[keys.SESSION_CONTEXT].expiry_warnings is not None:
+        app[keys.SESSION_CONTEXT].expiry_warnings.close()
     for task in app[keys.BACKGROUND]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

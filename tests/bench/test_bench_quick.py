@@ -95,6 +95,22 @@ def test_quick_against_server(scenario: str, db_url: str) -> None:
     check(scenario, run_quick(scenario, "--target", "server", "--database-url", db_url), "server")
 
 
+def test_connect_with_each_token_algorithm(db_url: str) -> None:
+    """`--token-alg`: one storm per algorithm against the same server, every session
+    established with its kind of token (the server was given the bench's keys)."""
+    if not _server_available():
+        pytest.skip("`pgrealtime serve` is not available yet")
+    algs = "HS256,RS256,ES256,EdDSA"
+    run = run_quick("connect", "--target", "server", "--database-url", db_url,
+                    "--token-alg", algs)  # fmt: skip
+    check("connect", run, "server")
+    storms = run["results"]["server"]["by_token_alg"]
+    assert list(storms) == algs.split(",")
+    for storm in storms.values():
+        assert storm["failed"] == 0 and storm["sessions_per_s"] > 0
+    assert storms["HS256"]["vs_first"] == 1.0
+
+
 def test_table_is_printed() -> None:
     cmd = [
         sys.executable,

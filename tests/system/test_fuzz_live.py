@@ -73,6 +73,7 @@ class Expected:
     reply: dict | None  # the exact reply, or the fields it must have
     exact: bool = True
     publish: tuple[str, str, dict] | None = None  # (channel, event, payload) to be stored
+    ended: list[str] = field(default_factory=list)  # subscriptions a refresh ends, sorted
 
 
 def _error(code: str, request_id: Any, channel: Any) -> Expected:
@@ -107,11 +108,16 @@ def oracle(data: str | bytes, state: State, authenticator: Authenticator) -> Exp
             principal = authenticator.authenticate(frame.token)
         except AuthError as exc:
             return _error(exc.code, rid, None)
-        identity = (principal.role, principal.user_id)
-        if state.identity is not None and state.identity != identity:
+        current = state.identity
+        if current is not None and current[1] is not None and principal.user_id != current[1]:
+            return _error(ErrorCode.INVALID_TOKEN, rid, None)  # a refresh as another user
+        ended: list[str] = []
+        if current is not None and principal.role == "anon":  # re-checked: anon may not
+            ended = sorted(state.subscriptions)
             state.subscriptions.clear()
-        state.identity = identity
-        return Expected(_reply({"type": "auth_success", "userId": principal.user_id}, rid))
+        state.identity = (principal.role, principal.user_id)
+        reply = _reply({"type": "auth_success", "userId": principal.user_id}, rid)
+        return Expected(reply, exact=False, ended=ended)
     channel = frame.channel
     if state.identity is None:
         return _error(ErrorCode.NOT_AUTHENTICATED, rid, channel)
@@ -298,6 +304,9 @@ async def _exchange(client: Client, data: str | bytes, expected: Expected, n: in
         else:
             replies.append(frame)
     context = f"frame {n}: {data[:300]!r}"
+    ended = [f for f in replies if f.get("code") == "REALTIME_SUBSCRIPTION_ENDED"]
+    assert sorted(f["channel"] for f in ended) == expected.ended, (context, ended)
+    replies = [f for f in replies if f not in ended]
     if expected.reply is None:
         assert replies == [], context
         return

@@ -77,7 +77,7 @@ async def _admin_only(request: web.Request, handler: Handler) -> web.StreamRespo
         raise ApiError(401, "AUTH_UNAUTHORIZED", "No admin token provided")
     authenticator: Authenticator = request.app[keys.AUTHENTICATOR]
     try:
-        principal = authenticator.authenticate(given)
+        principal = await authenticator.authenticate_async(given)
     except AuthError as exc:
         raise ApiError(401, "AUTH_INVALID_TOKEN", exc.message) from exc
     if not principal.is_admin:

@@ -4,8 +4,9 @@ The package's public names; the engine imports `pgrealtime.auth.principal` direc
 that it does not load JWT handling it never uses.
 """
 
+from pgrealtime.auth.errors import AuthError
 from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ROLES, Principal
-from pgrealtime.auth.tokens import EXP_REQUIRED_ROLES, Authenticator, AuthError, mint_token
+from pgrealtime.auth.tokens import EXP_REQUIRED_ROLES, Authenticator, mint_token
 
 __all__ = [
     "ADMIN",

@@ -1,7 +1,9 @@
-"""Credentials to a Principal: HS256 JWTs (with a verified-token cache) and the admin API key.
+"""Credentials to a Principal: JWTs (with a verified-token cache) and the admin API key.
 
-A token's role must be one of ROLES (auth/principal.py); anything else is refused, so a
-forged `"role": "postgres"` can never reach `SET ROLE`. Also mints tokens for the CLI.
+Which key verifies a token is verify.py's job; this turns verified claims into a
+Principal: the role and user id read at their claim paths (claims.py), the role one of
+ROLES (auth/principal.py), anything else refused, so a forged `"role": "postgres"` can
+never reach `SET ROLE`. Also mints HS256 tokens for the CLI.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections import OrderedDict
 
 import jwt
 
-from pgrealtime.auth.hs256_fast import plain_hs256_claims
+from pgrealtime.auth.claims import MISSING, claim_at
+from pgrealtime.auth.errors import AuthError, UnknownKey
 from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ROLES, Principal
+from pgrealtime.auth.verify import Verifier
 from pgrealtime.config import API_KEY_PREFIX
 
 VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts a new one)
@@ -24,15 +28,6 @@ VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts 
 # secret. Anon tokens are exempt: like a public "anon key" they name nobody and grant
 # only what policies allow anyone.
 EXP_REQUIRED_ROLES = frozenset({"authenticated", ADMIN_ROLE})
-
-
-class AuthError(Exception):
-    """A credential was refused. `code` is the machine-readable reason."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _canonical_uuid(value: object) -> str | None:
@@ -51,21 +46,35 @@ def _is_uuid(value: object) -> bool:
 
 
 class Authenticator:
-    """Checks JWTs (HS256) and the admin API key."""
+    """Checks JWTs and the admin API key."""
 
-    def __init__(self, jwt_secret: str, api_key: str, *, require_exp: bool = True) -> None:
-        self._secret = jwt_secret
+    def __init__(
+        self,
+        jwt_secret: str,
+        api_key: str,
+        *,
+        require_exp: bool = True,
+        verifier: Verifier | None = None,
+        role_claim: str = "role",
+        user_claim: str = "sub",
+    ) -> None:
         self._require_exp = require_exp
-        self._secret_bytes = jwt_secret.encode()
         self._api_key = api_key.encode()
+        self.verifier = verifier or Verifier(jwt_secret)
+        self._leeway = self.verifier.leeway
+        self._role_claim = role_claim
+        self._user_claim = user_claim
         # Tokens already verified: a reconnect storm often repeats the same tokens, and
-        # an HMAC check plus JSON decoding is most of an `auth` frame's cost. Keyed by a
-        # 128-bit digest of the token: 49 bytes instead of the token's few hundred,
-        # for each of up to VERIFIED_TOKENS entries.
+        # a signature check plus JSON decoding is most of an `auth` frame's cost (an
+        # RS256 or ES256 check far more than HS256). Keyed by a 128-bit digest of the
+        # token: 49 bytes instead of the token's few hundred, for each of up to
+        # VERIFIED_TOKENS entries.
         self._verified: OrderedDict[bytes, Principal] = OrderedDict()
 
     def authenticate(self, credential: str) -> Principal:
-        """A token or API key -> Principal, or AuthError with a precise code."""
+        """A token or API key -> Principal, or AuthError with a precise code. A token
+        whose kid the JWKS lacks is refused here (UnknownKey): callers that can wait
+        use authenticate_async, which refetches the key set first."""
         if not isinstance(credential, str) or not credential:
             raise AuthError("INVALID_TOKEN", "Invalid token: empty")
         if credential.startswith(API_KEY_PREFIX):
@@ -85,40 +94,37 @@ class Authenticator:
             self._verified.popitem(last=False)
         return principal
 
-    def _decode_jwt(self, token: str) -> dict:
-        """Verified claims: the plain common case quickly, anything else (and every
-        refusal, with its reason) by PyJWT."""
-        claims = plain_hs256_claims(token, self._secret_bytes, time.time())
-        if claims is not None:
-            return claims
+    async def authenticate_async(self, credential: str) -> Principal:
+        """As authenticate; a token naming a kid the JWKS lacks (a key rotation) waits
+        for a refetch of the set (at most one per 30 s, shared by every caller) and is
+        checked once more."""
         try:
-            return jwt.decode(
-                token,
-                self._secret,
-                algorithms=["HS256"],
-                options={"require": [], "verify_aud": False},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthError("TOKEN_EXPIRED", "Invalid token: expired") from exc
-        except jwt.InvalidTokenError as exc:
-            raise AuthError("INVALID_TOKEN", f"Invalid token: {exc}") from exc
-        except (OverflowError, ValueError, TypeError) as exc:  # odd claims PyJWT trips on
-            raise AuthError("INVALID_TOKEN", f"Invalid token: {exc}") from exc
+            return self.authenticate(credential)
+        except UnknownKey:
+            jwks = self.verifier.jwks
+            if jwks is None:
+                raise
+            await jwks.refetch_for_unknown_kid()
+        return self.authenticate(credential)
 
     def _verify_jwt(self, token: str) -> Principal:
-        claims = self._decode_jwt(token)
+        claims = self.verifier.decode(token, time.time())
         if not isinstance(claims, dict):
             raise AuthError("INVALID_TOKEN", "Invalid token: claims must be an object")
-        role = claims.get("role", "authenticated")
+        role = claim_at(claims, self._role_claim)
+        if role is MISSING:
+            role = "authenticated"
         if role not in ROLES:
             raise AuthError("INVALID_TOKEN", f"Invalid token: role {role!r} is not allowed")
         role = ROLES[ROLES.index(role)]  # the shared constant: every session keeps it
-        user_id = _canonical_uuid(claims.get("sub"))
+        user_id = _canonical_uuid(claim_at(claims, self._user_claim))
         if role == "authenticated" and user_id is None:
-            raise AuthError("INVALID_TOKEN", "Invalid token: sub must be a user UUID")
+            raise AuthError(
+                "INVALID_TOKEN", f"Invalid token: {self._user_claim} must be a user UUID"
+            )
         claims = {**claims, "role": role}
         if role == "authenticated":
-            claims["sub"] = user_id
+            claims["sub"] = user_id  # what auth.uid() reads, wherever the provider put it
         else:
             claims.pop("sub", None)  # as InsForge: only authenticated callers carry sub
         exp = claims.get("exp")
@@ -129,7 +135,9 @@ class Authenticator:
                 role,
                 user_id if role == "authenticated" else None,
                 claims,
-                None if exp is None else _deadline(exp),
+                # the leeway tolerates our clock running ahead of the issuer's: the
+                # token is good (and the session lives) until exp + leeway here
+                None if exp is None else _deadline(exp) + self._leeway,
             )
         except TypeError as exc:  # integers beyond 64 bits
             raise AuthError(

@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from pgrealtime.app import create_app
+    from pgrealtime.auth.setup import AuthSetupError, build_authenticator
     from pgrealtime.util.logs import setup_logging
 
     settings = settings_from_args(args)
@@ -126,6 +127,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from_data_dir = not (settings.jwt_secret and settings.api_key)
     webhook_from_data_dir = not settings.webhook_secret
     ensure_secrets(settings, webhook=True)
+    try:  # key files, the JWKS URL, algorithms: refused before the database starts
+        build_authenticator(settings)
+    except AuthSetupError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     _raise_fd_limit()
     try:
         import uvloop

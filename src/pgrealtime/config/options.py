@@ -172,6 +172,130 @@ OPTIONS: tuple[Option, ...] = (
         doc_default="on",
         doc_env="(`0` turns it off)",
     ),
+    # tokens from an identity provider (docs/permissions.md#tokens-from-an-identity-provider)
+    _o(
+        "jwt_public_key",
+        list,
+        _empty_list,
+        "server",
+        "comma-separated PEM files of public keys (or certificates) that verify RS*, PS*, "
+        "ES* or EdDSA client tokens",
+        "comma-separated PEM files of public keys (or X.509 certificates) that verify "
+        "`RS256`/`RS384`/`RS512`/`PS*`, `ES256`/`ES384` or `EdDSA` client tokens; a key "
+        "verifies only its own type's algorithms and matches a token of any `kid`",
+        help_default="none",
+        doc_default="none",
+    ),
+    _o(
+        "jwks_url",
+        str,
+        None,
+        "server",
+        "URL of the identity provider's JWKS: its keys verify client tokens, refreshed "
+        "in the background and on an unknown kid",
+        "URL of the identity provider's JWKS (`https`, or `http` on loopback): fetched at "
+        "start, refreshed on its `Cache-Control` max-age (kept 5 min to 24 h) and at "
+        "once, at most every 30 s, when a token names an unknown `kid`; a failed fetch "
+        "keeps the last good keys (`/health` details show the state)",
+        help_default="none",
+        doc_default="none",
+    ),
+    _o(
+        "jwks_allow_http",
+        bool,
+        False,
+        "server",
+        "allow a plain-http --jwks-url off loopback (anyone on the path could replace the keys)",
+        "allow a plain-`http` `--jwks-url` that is not on loopback (anyone on the path "
+        "could replace the keys and sign any token: a trusted network only)",
+        kind="on",
+        help_default="off",
+        doc_default="off",
+        doc_env="(`1`, `true`, `yes`, `on`)",
+    ),
+    _o(
+        "jwt_algorithms",
+        list,
+        _empty_list,
+        "server",
+        "comma-separated token algorithms accepted (default: HS256 and those of the "
+        "configured keys)",
+        "comma-separated token algorithms accepted, of `HS256`, `RS256`, `RS384`, "
+        "`RS512`, `PS256`, `PS384`, `PS512`, `ES256`, `ES384`, `ES512`, `EdDSA`; by "
+        "default `HS256` (the JWT secret) and those of the configured keys (every "
+        "asymmetric one with `--jwks-url`); `none` is never accepted",
+        help_default="HS256 and the configured keys'",
+        doc_default="HS256 and the configured keys'",
+    ),
+    _o(
+        "jwt_issuer",
+        str,
+        None,
+        "server",
+        "required iss claim of client tokens",
+        "required `iss` claim of client tokens (unchecked when unset)",
+        help_default="not checked",
+        doc_default="not checked",
+    ),
+    _o(
+        "jwt_audience",
+        list,
+        _empty_list,
+        "server",
+        "comma-separated audiences: a client token's aud must name one",
+        "comma-separated audiences: a client token's `aud` must name one (unchecked when unset)",
+        help_default="not checked",
+        doc_default="not checked",
+    ),
+    _o(
+        "jwt_leeway_seconds",
+        float,
+        30.0,
+        "server",
+        "clock leeway for exp, nbf and iat; a session lives until exp plus this",
+        "clock leeway for `exp`, `nbf` and `iat` (the issuer's clock and ours differ); a "
+        "session lives until `exp` plus this",
+        flag="--jwt-leeway",
+        env=("PGREALTIME_JWT_LEEWAY",),
+        minimum=0,
+        doc_default="`30`",
+    ),
+    _o(
+        "jwt_role_claim",
+        str,
+        "role",
+        "server",
+        "claim path of the role (e.g. app_metadata.role); absent = authenticated",
+        "claim path of the role, dot-separated into objects (`app_metadata.role`) or a "
+        "whole claim name (`https://example.com/role`); absent means `authenticated`, a "
+        "role other than `anon`, `authenticated`, `project_admin` is refused",
+        doc_default="`role`",
+    ),
+    _o(
+        "jwt_user_claim",
+        str,
+        "sub",
+        "server",
+        "claim path of the user id (a UUID); PostgreSQL sees it as sub",
+        "claim path of the user id, which must be a UUID for `authenticated`; policies "
+        "see it as `sub` (`auth.uid()`)",
+        doc_default="`sub`",
+    ),
+    _o(
+        "token_expiry_warning_seconds",
+        float,
+        60.0,
+        "server",
+        "send token_expiring this many seconds before a session's token expires; 0 = off",
+        'send `{"type":"token_expiring","expiresIn":...}` this many seconds '
+        "before a session's token expires, so the client can refresh in time "
+        "([protocol.md](protocol.md#auth)); `0` = off",
+        flag="--token-expiry-warning",
+        env=("PGREALTIME_TOKEN_EXPIRY_WARNING",),
+        minimum=0,
+        zero="off",
+        doc_default="`60`",
+    ),
     _o(
         "flush_interval_ms",
         float,

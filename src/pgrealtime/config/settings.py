@@ -35,6 +35,16 @@ class Settings:
     jwt_secret: str | None = _d("jwt_secret")
     api_key: str | None = _d("api_key")
     jwt_require_exp: bool = _d("jwt_require_exp")
+    jwt_public_key: list[str] = _d("jwt_public_key")  # noqa: RUF009
+    jwks_url: str | None = _d("jwks_url")
+    jwks_allow_http: bool = _d("jwks_allow_http")
+    jwt_algorithms: list[str] = _d("jwt_algorithms")  # noqa: RUF009
+    jwt_issuer: str | None = _d("jwt_issuer")
+    jwt_audience: list[str] = _d("jwt_audience")  # noqa: RUF009
+    jwt_leeway_seconds: float = _d("jwt_leeway_seconds")
+    jwt_role_claim: str = _d("jwt_role_claim")
+    jwt_user_claim: str = _d("jwt_user_claim")
+    token_expiry_warning_seconds: float = _d("token_expiry_warning_seconds")
     embedded_port: int = _d("embedded_port")
     max_frame_bytes: int = _d("max_frame_bytes")
     send_buffer_bytes: int = _d("send_buffer_bytes")

@@ -34,7 +34,7 @@ from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
 from pgrealtime.protocols.raw_ws import frames
 from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
 from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
-from pgrealtime.session import presence
+from pgrealtime.session import presence, refresh
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class SessionContext:
     delivery: Ordering
     subscribe_checks: SubscribeChecks
     expiry: ExpiryClock
+    expiry_warnings: ExpiryClock | None = None  # token_expiring frames (None: off)
+    token_expiry_warning: float = 0.0  # seconds before expiry they are sent
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
     max_recover_bytes: int = 16 * 1024 * 1024  # and bytes of frames
     # history reads in flight for the whole process (a resume holds it per page read)
@@ -149,7 +151,7 @@ class Session:
 
     async def _dispatch(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.Auth):
-            self.on_auth(frame)
+            await self.on_auth(frame)
         elif isinstance(frame, frames.Ping):
             self.reply({"type": "pong"}, frame.id)
         elif self.principal is None:
@@ -168,35 +170,40 @@ class Session:
         elif isinstance(frame, frames.PresenceSet):
             self.on_presence_set(frame)
 
-    def on_auth(self, frame: frames.Auth) -> None:
+    async def on_auth(self, frame: frames.Auth) -> None:
         try:
-            principal = self.ctx.authenticator.authenticate(frame.token)
-        except AuthError as exc:
+            principal = await self.ctx.authenticator.authenticate_async(frame.token)
+            if self.principal is not None:  # a refresh in place (session/refresh.py)
+                await refresh.refresh(self, principal)
+        except (AuthError, refresh.RefreshRefused) as exc:
             self.send_error(exc.code, exc.message, frame.id)
             return
-        previous = self.principal
-        if previous is not None and (previous.role, previous.user_id) != (
-            principal.role,
-            principal.user_id,
-        ):
-            self.drop_all_subscriptions()  # a different identity keeps nothing
-        elif previous is not None and previous.claims_json != principal.claims_json:
-            for subscription in self.subscriptions.values():
-                if subscription.table is not None:  # RLS checks use the new claims
-                    self.ctx.db_channels.refresh_claims(subscription.table, principal)
+        if self.outbox.closed:  # closed while the keys were fetched: watch no expiry
+            return
         self.principal = principal
         self._schedule_expiry(principal)
-        self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
+        self.reply(refresh.auth_success(principal), frame.id)
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the current token expires (epoch seconds), if it does."""
+        return self._expires_at
 
     def _schedule_expiry(self, principal: Principal) -> None:
         self._unwatch_expiry()
         if principal.expires_at is not None:
             self._expires_at = principal.expires_at
             self.ctx.expiry.add(self, principal.expires_at)
+            if self.ctx.expiry_warnings is not None:
+                warn_at = principal.expires_at - self.ctx.token_expiry_warning
+                self.ctx.expiry_warnings.add(self, warn_at)
 
     def _unwatch_expiry(self) -> None:
         if self._expires_at is not None:
             self.ctx.expiry.remove(self, self._expires_at)
+            if self.ctx.expiry_warnings is not None:
+                warn_at = self._expires_at - self.ctx.token_expiry_warning
+                self.ctx.expiry_warnings.remove(self, warn_at)
             self._expires_at = None
 
     def on_token_expired(self) -> None:

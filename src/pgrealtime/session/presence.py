@@ -64,6 +64,21 @@ def leave(session: Session, subscription: Subscription) -> None:
         presence.leave(subscription.channel, connection_id(session), session.outbox)
 
 
+def rekey(session: Session) -> None:
+    """The session's identity changed on a live connection (anon or the API key signed
+    in as a user): each channel's member becomes the new one. Others see the old
+    member leave and the new one join; this connection, already in the hub, sees both
+    too, so its own view follows who it now is."""
+    presence = session.ctx.presence
+    if presence is None:
+        return
+    for subscription in list(session.subscriptions.values()):
+        if subscription.table is not None:
+            continue
+        leave(session, subscription)
+        join(session, subscription.channel, in_hub=subscription.recovery is None)
+
+
 def set_state(session: Session, channel: str, state: dict | None, now: float) -> Refusal | None:
     """A `presence_set`: checked, rate-limited, then sent to the channel as an update;
     why not, if refused. `state` is already known to be a JSON object or null."""

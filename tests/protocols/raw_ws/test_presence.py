@@ -99,6 +99,32 @@ async def test_anonymous_sessions_are_members_by_connection(server: Server) -> N
     assert members[0]["presenceId"] != members[1]["presenceId"]
 
 
+async def test_signing_in_on_a_live_connection_changes_the_member(server: Server) -> None:
+    await server.create_channel("room:*")
+    await server.db.execute(
+        "CREATE POLICY anon_room4 ON realtime.channels FOR SELECT TO anon USING (true)"
+    )
+    watcher = await server.connect(server.token())
+    await _sub(watcher, "room:4")
+    guest = await server.connect(server.token(role="anon"))
+    anonymous = (await _sub(guest, "room:4"))["presence"]["members"][1]
+    assert anonymous["type"] == "anonymous"
+    user = str(uuid.uuid4())
+    signed_in = await guest.request({"type": "auth", "token": server.token(sub=user)})
+    assert signed_in["type"] == "auth_success"
+    events = [(f["event"], f["member"]["type"], f["member"]["presenceId"])
+              for f in await _quiet(watcher)]  # fmt: skip
+    assert events == [
+        ("join", "anonymous", anonymous["presenceId"]),
+        ("leave", "anonymous", anonymous["presenceId"]),
+        ("join", "user", user),
+    ]
+    again = await _sub(watcher, "room:4")
+    assert [(m["type"], m["presenceId"]) for m in again["presence"]["members"]][1:] == [
+        ("user", user)
+    ]
+
+
 async def test_db_channels_have_no_presence(server: Server) -> None:
     client = await server.connect(server.token())
     reply = await client.request(

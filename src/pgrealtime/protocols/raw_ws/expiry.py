@@ -5,6 +5,8 @@ its place in the loop's heap), for an event that most connections never reach. H
 session joins the set of its deadline (a JWT `exp` is a whole second, so sessions share
 sets), and one timer, armed for the earliest deadline, expires a whole set at once.
 A session that closes or re-authenticates leaves its set, so nothing keeps it alive.
+The same clock, with another action, sends the warnings before expiry
+(session/refresh.py).
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import asyncio
 import heapq
 import math
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class Expiring(Protocol):
     def on_token_expired(self) -> None: ...
 
 
+def _expire(session: Any) -> None:
+    session.on_token_expired()
+
+
 class ExpiryClock:
-    def __init__(self) -> None:
+    def __init__(self, fire: Callable[[Any], None] = _expire) -> None:
+        self._action = fire  # what a deadline does to each of its sessions
         self._due: dict[float, set[Expiring]] = {}  # deadline (epoch s) -> sessions
         self._deadlines: list[float] = []  # heap of the keys of _due
         self._timer: asyncio.TimerHandle | None = None
@@ -59,7 +67,7 @@ class ExpiryClock:
             deadline = heapq.heappop(self._deadlines)
             for session in list(self._due.pop(deadline, ())):
                 self.expired += 1
-                session.on_token_expired()
+                self._action(session)
         if self._deadlines:
             self._arm(self._deadlines[0])  # also re-arms a timer that fired early
 

@@ -1,0 +1,1 @@
+"""Session rules that need no particular wire protocol: token refresh in place."""
