@@ -33,17 +33,15 @@ from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
-from pgrealtime.protocols.raw_ws.encode import message_frame
 from pgrealtime.protocols.raw_ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
     Sessions,
     realtime_endpoint,
 )
-from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
-from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
 from pgrealtime.session.core import SessionContext
+from pgrealtime.session.expiry import ExpiryClock
 from pgrealtime.webhooks import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -92,7 +90,10 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.DATABASE_URL] = database_url
     app[keys.AUTHENTICATOR] = Authenticator(
-        settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
+        settings.jwt_secret,
+        settings.api_key,
+        require_exp=settings.jwt_require_exp,
+        anon_key=settings.anon_key,
     )
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
@@ -127,7 +128,7 @@ async def _database(app: web.Application):
     pool = await open_pool(url, settings.db_pool_size)
     app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
-    delivery = Ordering(hub, pool, encode=message_frame)
+    delivery = Ordering(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
@@ -148,7 +149,6 @@ async def _database(app: web.Application):
         feed,
         settings.publication,
         TableAllowList(settings.changes_tables),
-        wrap=websocket_text_frame,
     )
     if feed is not None:
         feed.on_batch(db_channels.deliver)

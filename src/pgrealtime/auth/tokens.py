@@ -15,7 +15,7 @@ from collections import OrderedDict
 import jwt
 
 from pgrealtime.auth.hs256_fast import plain_hs256_claims
-from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ROLES, Principal
+from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ANON, ROLES, Principal
 from pgrealtime.config import API_KEY_PREFIX
 
 VERIFIED_TOKENS = 10_000  # verified tokens remembered (the cache never accepts a new one)
@@ -51,9 +51,18 @@ def _is_uuid(value: object) -> bool:
 
 
 class Authenticator:
-    """Checks JWTs (HS256) and the admin API key."""
+    """Checks JWTs (HS256), the admin API key and the anon key (an opaque string, as
+    InsForge's anonKey: its SDK sends it where a token goes)."""
 
-    def __init__(self, jwt_secret: str, api_key: str, *, require_exp: bool = True) -> None:
+    def __init__(
+        self,
+        jwt_secret: str,
+        api_key: str,
+        *,
+        require_exp: bool = True,
+        anon_key: str | None = None,
+    ) -> None:
+        self._anon_key = anon_key.encode() if anon_key else None
         self._secret = jwt_secret
         self._require_exp = require_exp
         self._secret_bytes = jwt_secret.encode()
@@ -72,6 +81,8 @@ class Authenticator:
             if hmac.compare_digest(credential.encode(), self._api_key):
                 return ADMIN
             raise AuthError("INVALID_API_KEY", "Invalid API key")
+        if self._anon_key is not None and hmac.compare_digest(credential.encode(), self._anon_key):
+            return ANON
         key = hashlib.blake2b(credential.encode(), digest_size=16).digest()
         cached = self._verified.get(key)
         if cached is not None:

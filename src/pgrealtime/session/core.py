@@ -1,8 +1,11 @@
-"""One WebSocket connection's rules: authenticate, subscribe, unsubscribe, publish.
+"""One client connection's rules: authenticate, subscribe, unsubscribe, publish.
 
-The session knows nothing of sockets: it receives text frames and sends encoded
-frames through its Outbox, so each handler reads like the part of the
-specification it implements.
+The session knows nothing of sockets nor of wire formats: a protocol adapter decodes
+its frames into requests (session/requests.py) and hands them to `handle_request`;
+the session answers with neutral replies (dicts with a `type`) and refusals
+(session/errors.py) through the adapter's `Replies`, which encodes them. So each
+handler reads like the part of the specification it implements, once for every
+protocol (protocols/raw_ws, protocols/socketio).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
+import orjson
 
 from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
@@ -29,13 +34,27 @@ from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
 from pgrealtime.engine.ordering import Ordering, Recovery
 from pgrealtime.engine.publisher import Publisher, PublishRefused
 from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
-from pgrealtime.protocols.raw_ws import frames
-from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
-from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
+from pgrealtime.session import errors
+from pgrealtime.session import requests as rq
+from pgrealtime.session.errors import ErrorCode, Refusal
+from pgrealtime.session.expiry import ExpiryClock
 
 log = logging.getLogger(__name__)
 
 RESUME_POLL_SECONDS = 0.02  # how often a paged resume looks whether its reader caught up
+
+
+RequestId = str | int | None  # echoed in the reply (raw `id`, Socket.IO ack id)
+
+
+class Replies(Protocol):
+    """A protocol's encoder of one connection's replies, given by its adapter."""
+
+    def reply(self, reply: dict, request_id: RequestId) -> None:
+        """`reply` is a raw-protocol-shaped dict ({"type": "subscribed", ...})."""
+
+    def error(self, code: str, message: str, request_id: RequestId, channel: str | None) -> None:
+        """A refusal (or a server-side end) with its code from session/errors.py."""
 
 
 @dataclass(slots=True)
@@ -72,13 +91,18 @@ class SessionContext:
 class Session:
     # slots: thousands of idle sessions each carried a __dict__
     __slots__ = ("_close", "_expires_at", "ctx", "frame_bucket", "outbox", "principal",
-                 "publish_bucket", "subscribe_bucket", "subscriptions")  # fmt: skip
+                 "publish_bucket", "replies", "subscribe_bucket", "subscriptions")  # fmt: skip
 
     def __init__(
-        self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
+        self,
+        ctx: SessionContext,
+        outbox: Outbox,
+        close: Callable[[int, str], None],
+        replies: Replies,
     ) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        self.replies = replies
         self._close = close
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
@@ -89,79 +113,68 @@ class Session:
         self.subscribe_bucket = ctx.limits.subscribe_bucket(now)
 
     # -- output ---------------------------------------------------------------
-    def send(self, frame: dict) -> None:
-        self.outbox.send(frames.websocket_text_frame(frames.encode(frame)))
-
     def send_error(
         self,
         code: str,
         message: str,
-        request_id: str | int | None = None,
+        request_id: RequestId = None,
         channel: str | None = None,
     ) -> None:
-        self.send(frames.error_frame(code, message, request_id, channel))
+        self.replies.error(code, message, request_id, channel)
 
-    def reply(self, frame: dict, request_id: str | int | None) -> None:
-        if request_id is not None:
-            frame["id"] = request_id
-        self.send(frame)
+    def refuse(
+        self, refusal: Refusal, request_id: RequestId, channel: str | None = None, **fields: object
+    ) -> None:
+        """Answer with one of the table's refusals (session/errors.py)."""
+        self.replies.error(refusal.code, refusal.message.format(**fields), request_id, channel)
+
+    def reply(self, frame: dict, request_id: RequestId) -> None:
+        self.replies.reply(frame, request_id)
 
     # -- input ----------------------------------------------------------------
-    async def handle_text(self, data: str | bytes) -> None:
-        # Every frame spends a token, a malformed one too; it is still parsed, so that
-        # the refusal carries the frame's id.
-        limited = self.frame_bucket is not None and not self.frame_bucket.take(time.monotonic())
-        try:
-            frame = frames.parse_frame(data, self.ctx.max_frame_bytes)
-        except FrameError as exc:
-            if limited:
-                self._frame_rate_limited(exc.request_id, exc.channel)
-            else:
-                self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
-            return
-        if limited:
-            self._frame_rate_limited(frame.id, getattr(frame, "channel", None))
-            return
-        try:
-            await self._dispatch(frame)
-        except Exception:  # a bug must cost one frame, not the connection
-            log.exception("handling a %s frame failed", type(frame).__name__.lower())
-            self.send_error(
-                ErrorCode.INTERNAL_ERROR,
-                "Internal error while handling this frame",
-                frame.id,
-                getattr(frame, "channel", None),
-            )
+    def take_frame_token(self) -> bool:
+        """Every frame spends a token, a malformed one too: False when none is left
+        (the adapter then answers `frame_rate_limited` instead of the frame)."""
+        return self.frame_bucket is None or self.frame_bucket.take(time.monotonic())
 
-    def _frame_rate_limited(self, request_id: str | int | None, channel: str | None) -> None:
+    def frame_rate_limited(self, request_id: RequestId, channel: str | None) -> None:
         message = self.ctx.limits.frame_rate_limited_message()
         self.send_error(ErrorCode.RATE_LIMITED, message, request_id, channel)
 
-    async def _dispatch(self, frame: frames.Frame) -> None:
-        if isinstance(frame, frames.Auth):
+    async def handle_request(self, request: rq.Request) -> None:
+        """Act on one decoded request (its frame token already taken)."""
+        try:
+            await self._dispatch(request)
+        except Exception:  # a bug must cost one frame, not the connection
+            log.exception("handling a %s frame failed", type(request).__name__.lower())
+            self.refuse(errors.INTERNAL_ERROR, request.id, getattr(request, "channel", None))
+
+    async def _dispatch(self, frame: rq.Request) -> None:
+        if isinstance(frame, rq.Auth):
             self.on_auth(frame)
-        elif isinstance(frame, frames.Ping):
+        elif isinstance(frame, rq.Ping):
             self.reply({"type": "pong"}, frame.id)
         elif self.principal is None:
-            self.send_error(
-                ErrorCode.NOT_AUTHENTICATED,
-                'Not authenticated: send {"type":"auth","token":...} first',
-                frame.id,
-                getattr(frame, "channel", None),
-            )
-        elif isinstance(frame, frames.Subscribe):
+            self.refuse(errors.NOT_AUTHENTICATED, frame.id, getattr(frame, "channel", None))
+        elif isinstance(frame, rq.Subscribe):
             await self.on_subscribe(frame)
-        elif isinstance(frame, frames.Unsubscribe):
+        elif isinstance(frame, rq.Unsubscribe):
             self.on_unsubscribe(frame)
-        elif isinstance(frame, frames.Publish):
+        elif isinstance(frame, rq.Publish):
             self.on_publish(frame)
 
-    def on_auth(self, frame: frames.Auth) -> None:
+    def on_auth(self, frame: rq.Auth) -> None:
         try:
-            principal = self.ctx.authenticator.authenticate(frame.token)
+            principal = self.authenticate(frame.token)
         except AuthError as exc:
             self.send_error(exc.code, exc.message, frame.id)
             return
+        self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
+
+    def authenticate(self, token: str) -> Principal:
+        """Take on the identity `token` proves (or raise AuthError): what an `auth`
+        frame does, and what Socket.IO's handshake does before any event."""
+        principal = self.ctx.authenticator.authenticate(token)
         previous = self.principal
         if previous is not None and (previous.role, previous.user_id) != (
             principal.role,
@@ -174,7 +187,7 @@ class Session:
                     self.ctx.db_channels.refresh_claims(subscription.table, principal)
         self.principal = principal
         self._schedule_expiry(principal)
-        self.reply({"type": "auth_success", "userId": principal.user_id}, frame.id)
+        return principal
 
     def _schedule_expiry(self, principal: Principal) -> None:
         self._unwatch_expiry()
@@ -189,13 +202,11 @@ class Session:
 
     def on_token_expired(self) -> None:
         self._expires_at = None
-        self.send_error(
-            ErrorCode.TOKEN_EXPIRED, "Token expired: send a fresh auth frame to stay connected"
-        )
+        self.refuse(errors.TOKEN_EXPIRED, None)
         self.drop_all_subscriptions()
         self.close(4001, "token expired")
 
-    async def on_subscribe(self, frame: frames.Subscribe) -> None:
+    async def on_subscribe(self, frame: rq.Subscribe) -> None:
         channel = frame.channel
         if self.subscribe_bucket is not None and not self.subscribe_bucket.take(time.monotonic()):
             message = self.ctx.limits.subscribe_rate_limited_message()
@@ -205,11 +216,12 @@ class Session:
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
             return
-        problem = frames.since_error(frame.since)
-        if problem is None and frame.since is not None and channel.startswith("db:"):
-            problem = "since is not supported on db: channels (changes are not stored)"
+        problem = rq.since_error(frame.since)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_SINCE, problem, frame.id, channel)
+            return
+        if frame.since is not None and channel.startswith("db:"):
+            self.refuse(errors.SINCE_ON_TABLE, frame.id, channel)
             return
         existing = self.subscriptions.get(channel)
         if existing is not None:
@@ -232,20 +244,10 @@ class Session:
             self._subscribe_unavailable(exc, frame.id, channel)
             return
         if check.status == "no_channel":
-            self.send_error(
-                ErrorCode.CHANNEL_NOT_FOUND,
-                f"No enabled channel matches {channel!r}",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.CHANNEL_NOT_FOUND, frame.id, channel, name=channel)
             return
         if check.status != "ok":
-            self.send_error(
-                ErrorCode.UNAUTHORIZED,
-                "Not authorized to subscribe to this channel",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.SUBSCRIBE_UNAUTHORIZED, frame.id, channel)
             return
         assert check.channel_id is not None
         if frame.since is None:
@@ -255,7 +257,7 @@ class Session:
         await self._resume(frame, channel, check.channel_id, check.position)
 
     async def _resume(
-        self, frame: frames.Subscribe, channel: str, channel_id: str, current: int
+        self, frame: rq.Subscribe, channel: str, channel_id: str, current: int
     ) -> None:
         """History past `since`, then what arrived while reading it, then live: the
         positions make the seam exact (no gap, no duplicate)."""
@@ -272,7 +274,7 @@ class Session:
 
     async def _recover(
         self,
-        frame: frames.Subscribe,
+        frame: rq.Subscribe,
         channel: str,
         channel_id: str,
         current: int,
@@ -298,8 +300,9 @@ class Session:
                     return  # unsubscribed, ended or cut meanwhile
                 async with ctx.recoveries:
                     messages = await read_page(ctx.pool, channel, first, last)
+                codec = self.outbox.codec
                 for message in messages:
-                    self.outbox.send(message.frame_for(ctx.delivery.encode))
+                    self.outbox.send(message.frame_for(codec))
                 self.outbox.flush()
         except BaseException as exc:
             if self.subscriptions.get(channel) is subscription:
@@ -307,13 +310,7 @@ class Session:
                 self._release(subscription)
             if isinstance(exc, db_errors.UNAVAILABLE):
                 log.warning("resume failed: %s", exc)
-                self.send_error(
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    "Resume failed: the database is unavailable; the subscription ended,"
-                    " subscribe again",
-                    None,
-                    channel,
-                )
+                self.refuse(errors.RESUME_UNAVAILABLE, None, channel)
                 return
             raise
         # No await from the last page on: nothing slips in between history and live.
@@ -338,7 +335,7 @@ class Session:
 
     def _start_live(
         self,
-        frame: frames.Subscribe,
+        frame: rq.Subscribe,
         channel: str,
         channel_id: str,
         history: HistoryPlan | None,
@@ -362,17 +359,12 @@ class Session:
         return subscription
 
     def _subscribe_unavailable(
-        self, exc: BaseException, request_id: str | int | None, channel: str
+        self, exc: BaseException, request_id: RequestId, channel: str
     ) -> None:
         log.warning("subscribe check failed: %s", exc)
-        self.send_error(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "Failed to subscribe to channel: the database is unavailable",
-            request_id,
-            channel,
-        )
+        self.refuse(errors.SUBSCRIBE_UNAVAILABLE, request_id, channel)
 
-    async def on_subscribe_table(self, frame: frames.Subscribe) -> None:
+    async def on_subscribe_table(self, frame: rq.Subscribe) -> None:
         """`db:<table>`: committed changes of that table the caller may SELECT."""
         assert self.principal is not None
         channel = frame.channel
@@ -407,45 +399,31 @@ class Session:
             self.ctx.delivery.end_recovery(subscription.recovery)
         self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
 
-    def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
+    def on_unsubscribe(self, frame: rq.Unsubscribe) -> None:
         if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
-            problem = f"channel must be at most {MAX_CHANNEL_LENGTH} characters"
-            self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id)
+            self.refuse(errors.CHANNEL_TOO_LONG, frame.id, limit=MAX_CHANNEL_LENGTH)
             return
         subscription = self.subscriptions.pop(frame.channel, None)
         if subscription is not None:
             self._release(subscription)
         self.reply({"type": "unsubscribed", "channel": frame.channel}, frame.id)
 
-    def on_publish(self, frame: frames.Publish) -> None:
+    def on_publish(self, frame: rq.Publish) -> None:
         channel = frame.channel
         if channel not in self.subscriptions:
-            self.send_error(
-                ErrorCode.NOT_SUBSCRIBED,
-                "Must subscribe to channel before publishing messages",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.NOT_SUBSCRIBED, frame.id, channel)
             return
         if channel.startswith("db:"):
-            self.send_error(
-                ErrorCode.INVALID_CHANNEL,
-                "db: channels carry database changes; they cannot be published to",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.PUBLISH_TO_TABLE, frame.id, channel)
             return
-        problem = frames.event_name_error(frame.event)
+        problem = rq.event_name_error(frame.event)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_EVENT, problem, frame.id, channel)
             return
-        payload_json = frames.encode(frame.payload)  # the publisher needs it so anyway
+        payload_json = orjson.dumps(frame.payload)  # the publisher needs it so anyway
         if len(payload_json) > self.ctx.max_payload_bytes:
-            message = (
-                f"payload is {len(payload_json)} bytes as JSON; at most"
-                f" {self.ctx.max_payload_bytes} are accepted"
-            )
-            self.send_error(ErrorCode.INVALID_PAYLOAD, message, frame.id, channel)
+            size, limit = len(payload_json), self.ctx.max_payload_bytes
+            self.refuse(errors.PAYLOAD_TOO_LARGE, frame.id, channel, size=size, limit=limit)
             return
         now = time.monotonic()
         if self.publish_bucket is not None and not self.publish_bucket.take(now):
@@ -463,7 +441,7 @@ class Session:
         stored = self.ctx.publisher.publish_json(principal, channel, frame.event, payload_json)
         stored.add_done_callback(lambda f: self._on_published(f, frame))
 
-    def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
+    def _on_published(self, task: asyncio.Future, frame: rq.Publish) -> None:
         if task.cancelled():
             return
         exc = task.exception()
@@ -479,51 +457,19 @@ class Session:
                 },
                 frame.id,
             )
-        elif isinstance(exc, PublishRefused) and exc.status == "no_channel":
-            self.send_error(
-                ErrorCode.CHANNEL_NOT_FOUND,
-                f"No enabled channel matches {frame.channel!r}",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused) and exc.status == "unavailable":
-            log.warning("publish not stored, retryable: %s", exc.detail)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                f"Failed to publish message: the database could not store it right now"
-                f" (SQLSTATE {exc.sqlstate}); it was not stored, try again",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused) and exc.status == "failed":
-            log.warning("publish not stored: %s", exc.detail)
-            self.send_error(
-                ErrorCode.PUBLISH_FAILED,
-                f"Failed to publish message: the database refused it"
-                f" (SQLSTATE {exc.sqlstate}); it was not stored",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused):
-            self.send_error(
-                ErrorCode.UNAUTHORIZED,
-                "Not authorized to publish to this channel",
-                frame.id,
-                frame.channel,
-            )
+            return
+        channel = frame.channel
+        if isinstance(exc, PublishRefused):
+            if exc.status in ("unavailable", "failed"):
+                log.warning("publish not stored (%s): %s", exc.status, exc.detail)
+            refusal = errors.PUBLISH_REFUSED.get(exc.status, errors.PUBLISH_REFUSED_OTHERWISE)
+            self.refuse(refusal, frame.id, channel, name=channel, sqlstate=exc.sqlstate)
         elif isinstance(exc, db_errors.UNAVAILABLE):
             log.warning("publish failed: %s", exc)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "Failed to publish message: the database is unavailable",
-                frame.id,
-                frame.channel,
-            )
+            self.refuse(errors.PUBLISH_UNAVAILABLE, frame.id, channel)
         else:
             log.error("publish failed", exc_info=exc)
-            self.send_error(
-                ErrorCode.INTERNAL_ERROR, "Failed to publish message", frame.id, frame.channel
-            )
+            self.refuse(errors.PUBLISH_FAILED, frame.id, channel)
 
     # -- lifecycle ------------------------------------------------------------
     def end_subscription(self, channel: str, reason: str) -> None:

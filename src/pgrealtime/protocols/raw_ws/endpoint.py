@@ -13,8 +13,10 @@ from pgrealtime.api.errors import error_response
 from pgrealtime.engine.hub import Outbox
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines, Ticket
+from pgrealtime.protocols.raw_ws.encode import CODEC
 from pgrealtime.protocols.raw_ws.frames import ErrorCode, websocket_close_frame
 from pgrealtime.protocols.raw_ws.keepalive import PING_FRAME, Keepalive
+from pgrealtime.protocols.raw_ws.replies import RawReplies, handle_text
 from pgrealtime.session.core import Session, SessionContext
 
 log = logging.getLogger(__name__)
@@ -170,8 +172,8 @@ async def _serve(
     transport = request.transport
     assert transport is not None
     conn = Connection(ws, transport, sessions)
-    outbox = Outbox(ctx.hub, transport, conn.on_overflow)
-    session = conn.session = Session(ctx, outbox, conn.close)
+    outbox = Outbox(ctx.hub, transport, conn.on_overflow, CODEC)
+    session = conn.session = Session(ctx, outbox, conn.close, RawReplies(outbox))
     sessions.live.add(session)
     keepalive.add(conn)
     deadlines: AuthDeadlines = request.app[keys.AUTH_DEADLINES]
@@ -200,14 +202,14 @@ async def _serve(
             if msg.type == WSMsgType.PONG or sessions.draining:
                 continue  # draining: shutting down, nothing new is started
             if msg.type == WSMsgType.TEXT:
-                await session.handle_text(msg.data)
+                await handle_text(session, msg.data)
             elif msg.type == WSMsgType.BINARY:
                 try:
                     text = msg.data.decode()
                 except UnicodeDecodeError:
                     session.send_error(ErrorCode.MALFORMED_FRAME, "Frame is not valid UTF-8")
                     continue
-                await session.handle_text(text)
+                await handle_text(session, text)
         if conn.close_with is not None and not ws.closed:
             # Send the close frame after what was written, then read (and drop) until
             # the client's close frame: closing the socket while a client is still
