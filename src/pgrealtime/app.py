@@ -40,6 +40,7 @@ from pgrealtime.protocols.raw_ws.endpoint import (
     realtime_endpoint,
 )
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
+from pgrealtime.protocols.socketio.endpoint import socketio_endpoint
 from pgrealtime.session.core import SessionContext
 from pgrealtime.session.expiry import ExpiryClock
 from pgrealtime.webhooks import WebhookWorker
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 # How long shutdown waits for publishes in flight (each is one batched INSERT; only
 # an unreachable database makes this long) before closing connections anyway.
 SHUTDOWN_PUBLISH_GRACE_SECONDS = 10.0
+SOCKETIO_HEARTBEAT = 25.0  # Socket.IO's own default ping interval, when ours is off
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -97,6 +99,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     )
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
+    app[keys.SOCKETIO_KEEPALIVE] = Keepalive(settings.heartbeat_seconds or SOCKETIO_HEARTBEAT)
     app[keys.ADMISSION] = Admission(settings.max_connections, settings.max_connections_per_ip)
     app[keys.AUTH_DEADLINES] = AuthDeadlines(settings.auth_timeout_seconds)
     app[keys.ORIGIN] = uuid.uuid4().hex
@@ -111,6 +114,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     webhook_routes.add_routes(app)
     app[keys.OPENAPI_EXTRA_PATHS] = webhook_routes.OPENAPI_PATHS
     app.router.add_get("/realtime", realtime_endpoint)
+    app.router.add_route("*", "/socket.io/", socketio_endpoint)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)
     return app
@@ -199,6 +203,7 @@ async def _database(app: web.Application):
     yield
     await webhooks.stop()
     app[keys.KEEPALIVE].close()
+    app[keys.SOCKETIO_KEEPALIVE].close()
     app[keys.AUTH_DEADLINES].close()
     app[keys.SESSION_CONTEXT].expiry.close()
     for task in app[keys.BACKGROUND]:
