@@ -192,3 +192,24 @@ async def test_long_polling_is_refused_clearly(server: Server) -> None:
         assert resp.status == 400
         body = await resp.json()
         assert "long-polling is not supported" in body["message"], body
+
+
+async def test_token_expiry_ends_the_socket_with_a_reason(server: Server) -> None:
+    await server.create_channel("chat:*")
+    client = await _connected(server, server.token(expires_in=1))
+    await client.emit("realtime:subscribe", {"channel": "chat:1"}, ack=True)
+    error = await client.event("realtime:error", timeout=5)
+    assert error["code"] == "TOKEN_EXPIRED"
+    assert await client.packet(lambda p: p == "41", timeout=5) == "41"  # server disconnect
+
+
+async def test_a_disabled_channel_ends_the_subscription(server: Server) -> None:
+    channel = await server.create_channel("chat:*")
+    client = await _connected(server, server.token())
+    await client.emit("realtime:subscribe", {"channel": "chat:1"}, ack=True)
+    status, _ = await server.api(
+        "PUT", f"/api/realtime/channels/{channel['id']}", json={"enabled": False}
+    )
+    assert status == 200
+    error = await client.event("realtime:error")
+    assert error["channel"] == "chat:1" and error["code"] == "REALTIME_SUBSCRIPTION_ENDED"
