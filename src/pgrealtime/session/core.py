@@ -31,17 +31,16 @@ from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, UserBudgets
-from pgrealtime.engine.ordering import Ordering, Recovery
+from pgrealtime.engine.ordering import Ordering
 from pgrealtime.engine.publisher import Publisher, PublishRefused
-from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
+from pgrealtime.engine.resume import HistoryPlan
+from pgrealtime.engine.subscribe import Membership, Refused, Subscriptions
 from pgrealtime.session import errors
 from pgrealtime.session import requests as rq
 from pgrealtime.session.errors import ErrorCode, Refusal
 from pgrealtime.session.expiry import ExpiryClock
 
 log = logging.getLogger(__name__)
-
-RESUME_POLL_SECONDS = 0.02  # how often a paged resume looks whether its reader caught up
 
 
 RequestId = str | int | None  # echoed in the reply (raw `id`, Socket.IO ack id)
@@ -63,7 +62,7 @@ class Subscription:
     channel: str
     channel_id: str | None  # the governing channel row; None for db: channels
     table: TableSubscriber | None = None  # set for db: channels
-    recovery: Recovery | None = None  # set while a resume catches up with live messages
+    membership: Membership | None = None  # its place in the channel's delivery (engine)
 
 
 @dataclass
@@ -86,6 +85,18 @@ class SessionContext:
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
     user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    channels: Subscriptions = field(init=False)  # the engine's subscribe entry point
+
+    def __post_init__(self) -> None:
+        self.channels = Subscriptions(
+            self.hub,
+            self.delivery,
+            self.pool,
+            self.subscribe_checks,
+            recoveries=self.recoveries,
+            max_recover=self.max_recover,
+            max_recover_bytes=self.max_recover_bytes,
+        )
 
 
 class Session:
@@ -238,116 +249,30 @@ class Session:
         if channel.startswith("db:"):
             await self.on_subscribe_table(frame)
             return
+        sink = _SubscribeSink(self, frame)
         try:
-            check = await self.ctx.subscribe_checks.check(self.principal, channel)
+            await self.ctx.channels.subscribe(self.principal, channel, frame.since, sink)
+        except Refused as exc:
+            if exc.status == "no_channel":
+                self.refuse(errors.CHANNEL_NOT_FOUND, frame.id, channel, name=channel)
+            else:
+                self.refuse(errors.SUBSCRIBE_UNAUTHORIZED, frame.id, channel)
         except db_errors.UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
-            return
-        if check.status == "no_channel":
-            self.refuse(errors.CHANNEL_NOT_FOUND, frame.id, channel, name=channel)
-            return
-        if check.status != "ok":
-            self.refuse(errors.SUBSCRIBE_UNAUTHORIZED, frame.id, channel)
-            return
-        assert check.channel_id is not None
-        if frame.since is None:
-            self.ctx.delivery.start_tracking(channel, check.position)
-            self._start_live(frame, channel, check.channel_id, None)
-            return
-        await self._resume(frame, channel, check.channel_id, check.position)
 
-    async def _resume(
-        self, frame: rq.Subscribe, channel: str, channel_id: str, current: int
-    ) -> None:
-        """History past `since`, then what arrived while reading it, then live: the
-        positions make the seam exact (no gap, no duplicate)."""
-        delivery = self.ctx.delivery
-        delivery.start_tracking(channel, current)
-        recovery = delivery.begin_recovery(channel)
-        try:
-            await self._recover(frame, channel, channel_id, current, recovery)
-        finally:
-            # Whatever happened, a recovery that did not go live collects nothing more
-            # (one that did belongs to its subscription until it catches up).
-            if recovery.outbox is None:
-                delivery.end_recovery(recovery)
-
-    async def _recover(
+    def _accept(
         self,
         frame: rq.Subscribe,
-        channel: str,
         channel_id: str,
-        current: int,
-        recovery: Recovery,
-    ) -> None:
-        ctx = self.ctx
-        assert frame.since is not None
-        try:
-            async with ctx.recoveries:
-                plan = await plan_history(ctx.pool, channel, frame.since, current,
-                                          ctx.max_recover, ctx.max_recover_bytes,
-                                          self._page_bytes())  # fmt: skip
-        except db_errors.UNAVAILABLE as exc:
-            self._subscribe_unavailable(exc, frame.id, channel)
-            return
-        subscription = self._start_live(frame, channel, channel_id, plan)
-        if subscription is None:
-            return
-        subscription.recovery = recovery  # ended with the subscription from now on
-        try:
-            for first, last in plan.pages:
-                if not await self._room_for_a_page(channel, subscription):
-                    return  # unsubscribed, ended or cut meanwhile
-                async with ctx.recoveries:
-                    messages = await read_page(ctx.pool, channel, first, last)
-                codec = self.outbox.codec
-                for message in messages:
-                    self.outbox.send(message.frame_for(codec))
-                self.outbox.flush()
-        except BaseException as exc:
-            if self.subscriptions.get(channel) is subscription:
-                del self.subscriptions[channel]
-                self._release(subscription)
-            if isinstance(exc, db_errors.UNAVAILABLE):
-                log.warning("resume failed: %s", exc)
-                self.refuse(errors.RESUME_UNAVAILABLE, None, channel)
-                return
-            raise
-        # No await from the last page on: nothing slips in between history and live.
-        if self.subscriptions.get(channel) is subscription and not self.outbox.closed:
-            ctx.delivery.go_live(recovery, self.outbox, plan.position)
-
-    def _page_bytes(self) -> int:
-        """A page written on top of at most half the limit stays within it: no reader
-        that keeps up is suspected, let alone cut, because of its own resume."""
-        return max(1, self.ctx.hub.send_buffer_limit // 2)
-
-    async def _room_for_a_page(self, channel: str, subscription: Subscription) -> bool:
-        """Wait until the connection has taken all but half the limit of what it was
-        sent; False if the subscription or the connection ended meanwhile."""
-        outbox = self.outbox
-        room = self._page_bytes()
-        # polled: a transport has no awaitable for "below N bytes", only aiohttp's
-        # private drain at its own low-water mark
-        while not outbox.closed and outbox.backlog() > room:  # noqa: ASYNC110
-            await asyncio.sleep(RESUME_POLL_SECONDS)
-        return not outbox.closed and self.subscriptions.get(channel) is subscription
-
-    def _start_live(
-        self,
-        frame: rq.Subscribe,
-        channel: str,
-        channel_id: str,
+        membership: Membership,
         history: HistoryPlan | None,
     ) -> Subscription | None:
-        """Record the subscription and answer `subscribed`; without history, join the
-        channel's live fan-out at once (a resume joins it through Ordering.go_live)."""
+        """Record the subscription and answer `subscribed` (before any history)."""
+        channel = frame.channel
         if self.outbox.closed or channel in self.subscriptions:
             return None
-        subscription = Subscription(uuid.uuid4().hex, channel, channel_id)
+        subscription = Subscription(uuid.uuid4().hex, channel, channel_id, membership=membership)
         self.subscriptions[channel] = subscription
-        if history is None:
-            self.ctx.hub.subscribe(channel, self.outbox)
         reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id}
         if history is None:
             reply["position"] = self.ctx.delivery.last_position(channel) or 0
@@ -394,10 +319,8 @@ class Session:
     def _release(self, subscription: Subscription) -> None:
         if subscription.table is not None:
             self.ctx.db_channels.unsubscribe(subscription.table)
-            return
-        if subscription.recovery is not None:
-            self.ctx.delivery.end_recovery(subscription.recovery)
-        self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
+        elif subscription.membership is not None:
+            self.ctx.channels.leave(subscription.membership)
 
     def on_unsubscribe(self, frame: rq.Unsubscribe) -> None:
         if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
@@ -495,3 +418,29 @@ class Session:
         self._unwatch_expiry()
         self.outbox.closed = True
         self.drop_all_subscriptions()
+
+
+class _SubscribeSink:
+    """One subscribe request's side of engine/subscribe.Sink."""
+
+    __slots__ = ("frame", "outbox", "session")
+
+    def __init__(self, session: Session, frame: rq.Subscribe) -> None:
+        self.session = session
+        self.frame = frame
+        self.outbox = session.outbox
+
+    def accept(
+        self, channel_id: str, membership: Membership, plan: HistoryPlan | None
+    ) -> Subscription | None:
+        return self.session._accept(self.frame, channel_id, membership, plan)
+
+    def wanted(self, token: Subscription) -> bool:
+        return self.session.subscriptions.get(self.frame.channel) is token
+
+    def lost(self, token: Subscription, exc: BaseException) -> None:
+        session = self.session
+        if session.subscriptions.get(self.frame.channel) is token:
+            del session.subscriptions[self.frame.channel]
+        if isinstance(exc, db_errors.UNAVAILABLE):
+            session.refuse(errors.RESUME_UNAVAILABLE, None, self.frame.channel)
