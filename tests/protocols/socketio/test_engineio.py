@@ -213,3 +213,19 @@ async def test_a_disabled_channel_ends_the_subscription(server: Server) -> None:
     assert status == 200
     error = await client.event("realtime:error")
     assert error["channel"] == "chat:1" and error["code"] == "REALTIME_SUBSCRIPTION_ENDED"
+
+
+async def test_malformed_and_binary_packets_are_refused_and_the_socket_lives(
+    server: Server,
+) -> None:
+    await server.create_channel("chat:*")
+    client = await _connected(server, server.token())
+    for bad in ("42[", '42/admin,["x"]', "9"):
+        await client.ws.send_str(bad)
+        error = await client.event("realtime:error")
+        assert error["code"] == "MALFORMED_FRAME", (bad, error)
+    await client.ws.send_bytes(b"\x01\x02")
+    error = await client.event("realtime:error")
+    assert error["code"] == "MALFORMED_FRAME" and "binary" in error["message"]
+    ack = await client.emit("realtime:subscribe", {"channel": "chat:1"}, ack=True)
+    assert ack["ok"] is True

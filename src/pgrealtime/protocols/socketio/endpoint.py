@@ -22,7 +22,7 @@ import logging
 import uuid
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from pgrealtime import keys
 from pgrealtime.api.errors import error_response
@@ -45,6 +45,7 @@ from pgrealtime.session.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
+PONG = packets.websocket_text_frame(b"3")
 _END_OF_STREAM = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 # client event -> the request it is, and whether its data may carry more than the SDK's
 EVENTS: dict[str, type[msgspec.Struct]] = {
@@ -153,36 +154,9 @@ async def _serve(request: web.Request) -> web.StreamResponse:
             if msg.type == WSMsgType.PING:
                 await ws.pong(msg.data)
                 continue
-            if msg.type != WSMsgType.TEXT or sessions.draining:
-                continue  # binary attachments are not supported; draining: nothing new
-            if len(msg.data) > settings.max_frame_bytes:
-                session.send_error(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"Packet of {len(msg.data)} characters exceeds the limit of"
-                    f" {settings.max_frame_bytes}",
-                )
-                continue
-            try:
-                packet = packets.parse(msg.data)
-            except PacketError as exc:
-                session.send_error(ErrorCode.MALFORMED_FRAME, f"Malformed packet: {exc}")
-                continue
-            if packet.kind == "pong":
-                conn.last_heard = loop.time()
-            elif packet.kind == "ping":
-                outbox.send(packets.websocket_text_frame(b"3"))
-            elif packet.kind in ("close", "disconnect"):
-                break
-            elif packet.kind == "connect":
-                _connect(conn, session, packet.data)
-            elif not conn.connected:
-                session.send_error(
-                    ErrorCode.NOT_AUTHENTICATED,
-                    "Not connected: the handshake (CONNECT with auth {token}) comes first",
-                    packet.ack,
-                )
-            else:
-                await _on_event(session, packet)
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or sessions.draining:
+                continue  # WebSocket pongs; draining: shutting down, nothing new is started
+            await _on_frame(conn, session, msg, settings.max_frame_bytes, loop.time())
         if conn.close_with is not None and not ws.closed:
             code, reason = conn.close_with
             await ws.close(code=code, message=reason.encode())
@@ -193,6 +167,55 @@ async def _serve(request: web.Request) -> web.StreamResponse:
         sessions.live.discard(session)
         session.closed()
     return ws
+
+
+async def _on_frame(
+    conn: SocketIOConnection, session: Session, msg: WSMessage, max_bytes: int, now: float
+) -> None:
+    """One text frame. Every frame but a pong spends a frame token, a malformed one
+    too (as on the raw protocol); when none is left only the heartbeat and the
+    handshake are acted on, and anything else gets RATE_LIMITED."""
+    if msg.type == WSMsgType.TEXT and msg.data == "3":
+        conn.last_heard = now  # the pong: the only proof of life a Socket.IO client gives
+        return
+    limited = not session.take_frame_token()
+    if msg.type != WSMsgType.TEXT:
+        problem = "binary frames (Socket.IO binary attachments) are not supported"
+    elif len(msg.data) > max_bytes:
+        problem = f"Packet of {len(msg.data)} characters exceeds the limit of {max_bytes}"
+    else:
+        try:
+            packet = packets.parse(msg.data)
+            problem = None
+        except PacketError as exc:
+            problem = f"Malformed packet: {exc}"
+    if problem is not None:
+        if limited:
+            session.frame_rate_limited(None, None)
+        else:
+            code = ErrorCode.FRAME_TOO_LARGE if "exceeds" in problem else ErrorCode.MALFORMED_FRAME
+            session.send_error(code, problem)
+        return
+    if packet.kind == "pong":
+        conn.last_heard = now
+    elif packet.kind == "ping":
+        session.outbox.send(PONG)
+    elif packet.kind in ("close", "disconnect"):
+        conn.close_with = (1000, "client disconnected")
+    elif packet.kind == "connect":
+        _connect(conn, session, packet.data)
+    elif not conn.connected:
+        session.send_error(
+            ErrorCode.NOT_AUTHENTICATED,
+            "Not connected: the handshake (CONNECT with auth {token}) comes first",
+            packet.ack,
+        )
+    elif limited:
+        data = packet.data[1] if len(packet.data) > 1 else None
+        channel = data.get("channel") if isinstance(data, dict) else None
+        session.frame_rate_limited(packet.ack, channel if isinstance(channel, str) else None)
+    else:
+        await _on_event(session, packet)
 
 
 def _connect(conn: SocketIOConnection, session: Session, auth: object) -> None:
@@ -221,9 +244,6 @@ async def _on_event(session: Session, packet: Packet) -> None:
     data = args[0] if args else None
     channel = data.get("channel") if isinstance(data, dict) else None
     channel = channel if isinstance(channel, str) else None
-    if not session.take_frame_token():
-        session.frame_rate_limited(packet.ack, channel)
-        return
     kind = EVENTS.get(name)
     if kind is None:
         session.send_error(
