@@ -102,8 +102,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--protocol",
         choices=["raw", "socketio"],
-        help="fanout/publish: the clients' protocol: raw (/realtime, default) or socketio "
-        "(/socket.io/, as the InsForge SDK)",
+        help="fanout, channels, publish: the clients' protocol: raw (/realtime, default) "
+        "or socketio (/socket.io/, as the InsForge SDK)",
     )
     g.add_argument("--rls-subscribers", type=int, help="changes: distinct users on the RLS table")
     g.add_argument("--messages", type=int, help="webhooks: messages of the throughput phase")

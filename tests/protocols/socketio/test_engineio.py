@@ -4,6 +4,7 @@ with the raw protocol, against a real server and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -185,6 +186,16 @@ async def test_raw_and_socketio_clients_exchange_both_ways(server: Server) -> No
     assert message["payload"] == {"b": 2} and message["channel"] == "mix:1"
     await server.db.execute("SELECT realtime.publish('mix:1', 'from_sql', '{\"c\": 3}')")
     assert (await sio.event("from_sql"))["c"] == 3
+    # the audience count is the same whichever protocol the subscribers speak
+    for _ in range(100):
+        count = await server.db.fetchval(
+            "SELECT ws_audience_count FROM realtime.messages WHERE id = $1::uuid",
+            published["messageId"],
+        )
+        if count == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert count == 2
 
 
 async def test_long_polling_is_refused_clearly(server: Server) -> None:
