@@ -10,10 +10,6 @@ from pgrealtime.engine.messages import ChannelEvent, StoredMessage
 from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 
 
-def message_frame(message: StoredMessage) -> bytes:
-    return websocket_text_frame(message.body())
-
-
 class RawCodec:
     __slots__ = ()
 
