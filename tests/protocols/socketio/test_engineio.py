@@ -207,7 +207,7 @@ async def test_long_polling_is_refused_clearly(server: Server) -> None:
 
 async def test_token_expiry_ends_the_socket_with_a_reason(server: Server) -> None:
     await server.create_channel("chat:*")
-    client = await _connected(server, server.token(expires_in=1))
+    client = await _connected(server, server.token(expires_in=2))  # exp is whole seconds
     await client.emit("realtime:subscribe", {"channel": "chat:1"}, ack=True)
     error = await client.event("realtime:error", timeout=5)
     assert error["code"] == "TOKEN_EXPIRED"
