@@ -240,3 +240,13 @@ async def test_malformed_and_binary_packets_are_refused_and_the_socket_lives(
     assert error["code"] == "MALFORMED_FRAME" and "binary" in error["message"]
     ack = await client.emit("realtime:subscribe", {"channel": "chat:1"}, ack=True)
     assert ack["ok"] is True
+
+
+async def test_subscribe_with_since_resumes_over_socketio(server: Server) -> None:
+    await server.create_channel("chat:*")
+    for n in range(3):
+        await server.db.execute(f"SELECT realtime.publish('chat:1', 'past', '{{\"n\": {n}}}')")
+    client = await _connected(server, server.token())
+    ack = await client.emit("realtime:subscribe", {"channel": "chat:1", "since": 1}, ack=True)
+    assert ack["ok"] is True and ack["recovered"] is True and ack["missed"] == 2
+    assert [(await client.event("past"))["n"] for _ in range(2)] == [1, 2]

@@ -136,3 +136,21 @@ def test_unsubscribing_the_last_of_a_protocol_keeps_the_other() -> None:
     assert hub.subscriber_count("room") == 1 and hub.channel_names() == ["room"]
     hub.unsubscribe("room", b)
     assert hub.subscriber_count("room") == 0 and hub.channel_names() == []
+
+
+def test_a_table_change_as_a_socketio_event() -> None:
+    body = (
+        b'{"type":"message","channel":"db:posts","event":"INSERT","payload":'
+        b'{"schema":"public","table":"posts","eventType":"INSERT","new":{"id":1},"old":null}}'
+    )
+    name, data = json.loads(_text(SIO.change(body))[2:])
+    assert name == "INSERT"
+    assert data == {
+        "schema": "public",
+        "table": "posts",
+        "eventType": "INSERT",
+        "new": {"id": 1},
+        "old": None,
+        "meta": {"channel": "realtime:db:posts", "senderType": "system"},
+    }
+    assert _text(RAW.change(body)) == body.decode()
