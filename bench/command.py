@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -105,6 +106,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="connect: comma-separated token algorithms, each storm in turn in the same run "
         "(HS256, RS256, PS256, ES256, EdDSA), compared with the first; default HS256",
     )
+    g.add_argument(
+        "--protocol",
+        choices=["raw", "socketio"],
+        help="fanout, channels, publish: the clients' protocol: raw (/realtime, default) "
+        "or socketio (/socket.io/, as the InsForge SDK)",
+    )
     g.add_argument("--rls-subscribers", type=int, help="changes: distinct users on the RLS table")
     g.add_argument("--messages", type=int, help="webhooks: messages of the throughput phase")
     g.add_argument(
@@ -129,6 +136,7 @@ SIZE_FLAGS = [
     "rest_seconds",
     "payload_bytes",
     "client",
+    "protocol",
     "rls_subscribers",
     "messages",
     "outage_seconds",
@@ -224,10 +232,21 @@ async def _run_scenario(name: str, args: argparse.Namespace, layout) -> dict:
     kinds = ["server", "baseline"] if args.target == "both" else [args.target]
     if name in scenarios.OWN_BASELINE:  # the scenario measures its baseline itself
         kinds = ["server"]
+    # Socket.IO: the baseline column is the same server's raw WebSocket path (the
+    # aiohttp baseline speaks no Socket.IO), so server/baseline is socketio/raw
+    raw_as_baseline = sizes.protocol == "socketio"
+    if raw_as_baseline and "baseline" in kinds:
+        run["notes"].append("baseline: pgrealtime itself over the raw protocol (/realtime)")
     for kind in kinds:
         target = None
+        kind_sizes = sizes
         try:
-            if kind == "baseline":
+            if kind == "baseline" and raw_as_baseline:
+                kind_sizes = dataclasses.replace(sizes, protocol="raw")
+                target = await targets.start_server(
+                    args.database_url, server_cpus, all_cpus, scenarios.SERVER_ARGS.get(name)
+                )
+            elif kind == "baseline":
                 target = await targets.start_baseline(server_cpus)
             elif args.url:
                 if not args.jwt_secret:
@@ -251,7 +270,7 @@ async def _run_scenario(name: str, args: argparse.Namespace, layout) -> dict:
                     "none": "none",
                 }[target.postgres_scope]
                 run["notes"].append(f"server: PostgreSQL CPU counts {scope}")
-            result = await scenarios.load(name).run(target, sizes)
+            result = await scenarios.load(name).run(target, kind_sizes)
             if name in scenarios.OWN_BASELINE:
                 run["results"].update(result)
             else:

@@ -30,13 +30,7 @@ FORBIDDEN = {
 # package's empty __init__), never a server module.
 CLIENT = "pgrealtime.client"
 # Known exceptions, each with the reason it is still there (docs/architecture.md, "Left").
-ALLOWED = {
-    # the session still parses and encodes raw-WS frames itself: the neutral request
-    # types and error codes have not been split out of protocols/raw_ws/frames.py yet
-    ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws.frames"),
-    ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws"),
-    ("pgrealtime.session.core", "pgrealtime.protocols.raw_ws.expiry"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

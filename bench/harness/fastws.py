@@ -189,7 +189,8 @@ async def connect(
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(lambda: FastWebSocket(on_text, on_close), host, port)
     try:
-        await asyncio.wait_for(proto.start_handshake(host, port, parts.path or "/"), 30)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        await asyncio.wait_for(proto.start_handshake(host, port, path), 30)
     except BaseException:
         if proto.transport is not None:
             proto.transport.abort()

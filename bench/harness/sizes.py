@@ -26,6 +26,7 @@ class Sizes:
     rest_seconds: float = 10.0
     payload_bytes: int = 64
     client: str = "fast"  # "fast" (lean protocol) or "aiohttp"
+    protocol: str = "raw"  # "raw" (/realtime) or "socketio" (/socket.io/, lean client only)
     rls_subscribers: int = 0  # changes: distinct users on the RLS table
     messages: int = 0  # webhooks: messages of the throughput phase (0: rate x time)
     outage_seconds: float = 60.0  # webhooks: how long the receiver is down

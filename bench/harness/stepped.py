@@ -48,16 +48,20 @@ async def open_all(
     channel_lists: Sequence[Sequence[str]],
     first_index: int,
     concurrency: int,
+    protocol: str = "raw",
 ) -> list[Session]:
     """Open one session per entry of `channel_lists` (subscribed to those channels),
-    indexes from `first_index`, `concurrency` at a time."""
+    indexes from `first_index`, `concurrency` at a time, speaking `protocol`."""
     url = target.ws_url
+    opener = open_session
+    if protocol == "socketio":
+        from bench.harness.socketio_client import open_sio_session
+
+        def opener(_wire, url, index, rec, token, chans):
+            return open_sio_session(url, index, rec, token, chans)
+
     factories = [
-        (
-            lambda i=i, chans=chans: open_session(
-                wire, url, first_index + i, rec, target.token(), chans
-            )
-        )
+        (lambda i=i, chans=chans: opener(wire, url, first_index + i, rec, target.token(), chans))
         for i, chans in enumerate(channel_lists)
     ]
     return await bounded_gather(factories, concurrency)
@@ -78,10 +82,16 @@ async def run_stepped(
     note(f"[bench] opening {len(topo.sub_channels) + len(topo.pub_channels)} sessions")
     async with make_http() as http:
         subs = await open_all(
-            target, wire(http, s.client), rec, topo.sub_channels, 0, s.concurrency
+            target, wire(http, s.client), rec, topo.sub_channels, 0, s.concurrency, s.protocol
         )
         pubs = await open_all(
-            target, wire(http, s.client), rec, topo.pub_channels, len(subs), s.concurrency
+            target,
+            wire(http, s.client),
+            rec,
+            topo.pub_channels,
+            len(subs),
+            s.concurrency,
+            s.protocol,
         )
         setup_s = (now_ns() - t_setup) / 1e9
         receivers: dict[str, int] = {}

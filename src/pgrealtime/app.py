@@ -39,17 +39,18 @@ from pgrealtime.observe.collector import PartsCollector
 from pgrealtime.observe.database import DatabaseFigures
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines
-from pgrealtime.protocols.raw_ws.encode import message_frame
 from pgrealtime.protocols.raw_ws.endpoint import (
     CLOSE_GOING_AWAY,
     SHUTDOWN_REASON,
     Sessions,
     realtime_endpoint,
 )
-from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
-from pgrealtime.protocols.raw_ws.frames import websocket_text_frame
 from pgrealtime.protocols.raw_ws.keepalive import Keepalive
+from pgrealtime.protocols.raw_ws.replies import RawReplies
+from pgrealtime.protocols.socketio.endpoint import socketio_endpoint
+from pgrealtime.protocols.socketio.replies import SocketIOReplies
 from pgrealtime.session.core import SessionContext
+from pgrealtime.session.expiry import ExpiryClock
 from pgrealtime.session.refresh import warn_expiring
 from pgrealtime.webhooks import WebhookWorker
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 # How long shutdown waits for publishes in flight (each is one batched INSERT; only
 # an unreachable database makes this long) before closing connections anyway.
 SHUTDOWN_PUBLISH_GRACE_SECONDS = 10.0
+SOCKETIO_HEARTBEAT = 25.0  # Socket.IO's own default ping interval, when ours is off
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -101,6 +103,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[keys.AUTHENTICATOR], jwks = build_authenticator(settings)
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
+    app[keys.SOCKETIO_KEEPALIVE] = Keepalive(settings.heartbeat_seconds or SOCKETIO_HEARTBEAT)
     app[keys.ADMISSION] = Admission(settings.max_connections, settings.max_connections_per_ip)
     app[keys.AUTH_DEADLINES] = AuthDeadlines(settings.auth_timeout_seconds)
     app[keys.ORIGIN] = uuid.uuid4().hex
@@ -120,6 +123,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     dashboard_pages.add_routes(app)
     app[keys.OPENAPI_EXTRA_PATHS] = {**webhook_routes.OPENAPI_PATHS, **dashboard.OPENAPI_PATHS}
     app.router.add_get("/realtime", realtime_endpoint)
+    app.router.add_route("*", "/socket.io/", socketio_endpoint)
     _observe(app)
     app.cleanup_ctx.append(_database)
     app.on_shutdown.append(_close_websockets)
@@ -139,7 +143,7 @@ async def _database(app: web.Application):
     app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
     hub.on_flushed = app[keys.METRICS].flushed
-    delivery = Ordering(hub, pool, encode=message_frame)
+    delivery = Ordering(hub, pool)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
@@ -155,7 +159,6 @@ async def _database(app: web.Application):
         feed,
         feed_settings.publication,
         TableAllowList(feed_settings.tables),
-        wrap=websocket_text_frame,
     )
     if feed is not None:
         feed.on_batch(db_channels.deliver)
@@ -169,7 +172,7 @@ async def _database(app: web.Application):
     app[keys.DELIVERY] = delivery
     presence = None  # --no-presence
     if settings.presence:
-        presence = Presence(hub, message_frame, None, settings.presence_snapshot_limit,
+        presence = Presence(hub, None, settings.presence_snapshot_limit,
                             settings.max_presence_state_bytes)  # fmt: skip
     warn_before = settings.token_expiry_warning_seconds
     app[keys.SESSION_CONTEXT] = SessionContext(
@@ -217,6 +220,7 @@ async def _database(app: web.Application):
     yield
     await webhooks.stop()
     app[keys.KEEPALIVE].close()
+    app[keys.SOCKETIO_KEEPALIVE].close()
     app[keys.AUTH_DEADLINES].close()
     app[keys.SESSION_CONTEXT].expiry.close()
     if app[keys.SESSION_CONTEXT].expiry_warnings is not None:
@@ -238,7 +242,11 @@ def _observe(app: web.Application) -> None:
     """GET /metrics: one registry per server, read at scrape time (observe/)."""
     app[keys.METRICS] = Metrics()
     app[keys.DATABASE_FIGURES] = DatabaseFigures()
-    app[keys.PROTOCOL_SESSIONS] = {"websocket": app[keys.SESSIONS]}
+    sessions = app[keys.SESSIONS]  # both protocols' sessions, told apart for the label
+    app[keys.PROTOCOL_SESSIONS] = {
+        "websocket": sessions.protocol("websocket", RawReplies),
+        "socketio": sessions.protocol("socketio", SocketIOReplies),
+    }
     app[keys.METRICS].add(PartsCollector(lambda: metrics_route.server_parts(app)))
     app.add_routes(metrics_route.routes)
 

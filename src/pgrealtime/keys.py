@@ -41,6 +41,8 @@ DATABASE_URL: web.AppKey[str] = web.AppKey("database_url")
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 KEEPALIVE: web.AppKey[Keepalive] = web.AppKey("keepalive")
+# Socket.IO's heartbeat is part of its protocol: on even with --heartbeat-seconds 0
+SOCKETIO_KEEPALIVE: web.AppKey[Keepalive] = web.AppKey("socketio_keepalive")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 AUTH_DEADLINES: web.AppKey[AuthDeadlines] = web.AppKey("auth_deadlines")
 ORIGIN: web.AppKey[str] = web.AppKey("origin")  # this process's id in NOTIFY payloads

@@ -11,7 +11,6 @@ import asyncpg
 
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.ordering import Ordering
-from pgrealtime.protocols.raw_ws.encode import message_frame
 
 
 async def test_stopping_mid_write_counts_each_delivery_once(db_url: str) -> None:
@@ -20,9 +19,7 @@ async def test_stopping_mid_write_counts_each_delivery_once(db_url: str) -> None
     try:
         await pool.execute("INSERT INTO realtime.channels (pattern) VALUES ('room')")
         message_id = await pool.fetchval("SELECT realtime.publish('room', 'e', '{}')")
-        delivery = Ordering(
-            Hub(send_buffer_limit=1 << 20), pool, flush_interval=0.05, encode=message_frame
-        )
+        delivery = Ordering(Hub(send_buffer_limit=1 << 20), pool, flush_interval=0.05)
         delivery._counts[message_id] = 3  # three sockets got it
         # hold the row, so the periodic write blocks in PostgreSQL
         tx = locker.transaction()

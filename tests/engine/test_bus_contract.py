@@ -39,7 +39,7 @@ def _same_shape(protocol: type, concrete: type) -> None:
 
 
 def _ordering() -> Ordering:
-    return Ordering(Hub(1 << 20), None, encode=lambda _message: b"")  # type: ignore[arg-type]
+    return Ordering(Hub(1 << 20), None)  # type: ignore[arg-type]
 
 
 def test_the_protocols_name_what_the_server_uses() -> None:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from pgrealtime.engine.hub import Hub, Outbox
+from pgrealtime.engine.messages import ChannelEvent
 from pgrealtime.engine.presence import (
     ANONYMOUS,
     USER,
@@ -20,6 +21,7 @@ from pgrealtime.engine.presence import (
     PresenceStore,
     member_key,
 )
+from pgrealtime.protocols.raw_ws.encode import CODEC
 
 pytestmark = pytest.mark.pure
 
@@ -98,23 +100,18 @@ def test_state_updates_and_snapshots_carry_it(store: PresenceStore) -> None:
     assert change.member["state"] == {"typing": True}
 
 
-def test_raw_body_is_the_documented_frame(store: PresenceStore) -> None:
+def test_raw_frame_is_the_documented_frame(store: PresenceStore) -> None:
     change = store.join("room", (USER, "u1"), "c1", T0)
     assert change is not None
-    assert orjson.loads(change.body()) == {
+    event = change.channel_event()
+    frame = event.frame_for(CODEC)
+    assert frame is event.frame_for(CODEC)  # encoded once per protocol
+    assert orjson.loads(frame[2:]) == {  # after the 2-byte WebSocket header
         "type": "presence",
         "event": "join",
         "channel": "room",
         "member": {"type": "user", "presenceId": "u1", "joinedAt": T0},
     }
-    calls = []
-
-    def encoder(item: PresenceChange) -> bytes:
-        calls.append(item)
-        return item.body()
-
-    assert change.frame_for(encoder) is change.frame_for(encoder)  # encoded once
-    assert len(calls) == 1
 
 
 # --- fan-out through a real hub, to fake transports ----------------------------------
@@ -137,15 +134,23 @@ class _Transport:
         return [orjson.loads(f) for chunk in self.written for f in chunk.split(b"\n") if f]
 
 
-def _encode(item: PresenceChange) -> bytes:
-    return item.body() + b"\n"  # one JSON per line: easy to split back
+class _Lines:
+    """A codec writing each event as one JSON line: easy to split back."""
+
+    def event(self, event: ChannelEvent) -> bytes:
+        kind, _, name = event.name.partition(":")
+        return orjson.dumps({"type": kind, "event": name, "channel": event.channel,
+                             **event.data}) + b"\n"  # fmt: skip
+
+
+_LINES = _Lines()
 
 
 async def test_fan_out_skips_the_joiner_and_the_leaver_and_reaches_the_resuming() -> None:
     hub = Hub(send_buffer_limit=1 << 20)
-    presence = Presence(hub, _encode, snapshot_limit=2)
+    presence = Presence(hub, snapshot_limit=2)
     a, b, c = _Transport(), _Transport(), _Transport()
-    box_a, box_b, box_c = (Outbox(hub, t, lambda: None) for t in (a, b, c))
+    box_a, box_b, box_c = (Outbox(hub, t, lambda: None, _LINES) for t in (a, b, c))
 
     snap = presence.join("room", (USER, "ua"), "ca", box_a, in_hub=True)
     hub.subscribe("room", box_a)
@@ -195,10 +200,10 @@ async def test_every_view_stays_exact_under_random_joins_leaves_updates_and_resu
 
     rng = random.Random(seed)
     hub = Hub(send_buffer_limit=1 << 20)
-    presence = Presence(hub, _encode)
+    presence = Presence(hub)
     users: list[str | None] = ["u0", "u1", "u2", None, None]
     transports = [_Transport() for _ in range(8)]
-    boxes = [Outbox(hub, t, lambda: None) for t in transports]
+    boxes = [Outbox(hub, t, lambda: None, _LINES) for t in transports]
     owner = [rng.choice(users) for _ in boxes]  # None: anonymous
     views: dict[int, dict[str, dict]] = {}  # connection -> presenceId -> member
     resuming: set[int] = set()

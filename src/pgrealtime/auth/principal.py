@@ -42,3 +42,4 @@ class Principal:
 
 
 ADMIN = Principal.from_claims(ADMIN_ROLE, None, {"role": ADMIN_ROLE})
+ANON = Principal.from_claims(ROLES[0], None, {"role": ROLES[0]})  # who the anon key proves

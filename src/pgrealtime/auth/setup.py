@@ -58,5 +58,6 @@ def build_authenticator(settings: Settings) -> tuple[Authenticator, JwksCache | 
         verifier=verifier,
         role_claim=settings.jwt_role_claim,
         user_claim=settings.jwt_user_claim,
+        anon_key=settings.anon_key,
     )
     return authenticator, jwks

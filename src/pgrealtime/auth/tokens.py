@@ -18,7 +18,7 @@ import jwt
 
 from pgrealtime.auth.claims import MISSING, claim_at
 from pgrealtime.auth.errors import AuthError, UnknownKey
-from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ROLES, Principal
+from pgrealtime.auth.principal import ADMIN, ADMIN_ROLE, ANON, ROLES, Principal
 from pgrealtime.auth.verify import Verifier
 from pgrealtime.config import API_KEY_PREFIX
 
@@ -46,7 +46,8 @@ def _is_uuid(value: object) -> bool:
 
 
 class Authenticator:
-    """Checks JWTs and the admin API key."""
+    """Checks JWTs, the admin API key and the anon key (an opaque string, as
+    InsForge's anonKey: its SDK sends it where a token goes)."""
 
     def __init__(
         self,
@@ -57,7 +58,9 @@ class Authenticator:
         verifier: Verifier | None = None,
         role_claim: str = "role",
         user_claim: str = "sub",
+        anon_key: str | None = None,
     ) -> None:
+        self._anon_key = anon_key.encode() if anon_key else None
         self._require_exp = require_exp
         self._api_key = api_key.encode()
         self.verifier = verifier or Verifier(jwt_secret)
@@ -81,6 +84,8 @@ class Authenticator:
             if hmac.compare_digest(credential.encode(), self._api_key):
                 return ADMIN
             raise AuthError("INVALID_API_KEY", "Invalid API key")
+        if self._anon_key is not None and hmac.compare_digest(credential.encode(), self._anon_key):
+            return ANON
         key = hashlib.blake2b(credential.encode(), digest_size=16).digest()
         cached = self._verified.get(key)
         if cached is not None:

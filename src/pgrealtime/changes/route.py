@@ -8,7 +8,7 @@ change's frame is encoded once and written to every subscriber allowed to see it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,8 @@ class DbChannels:
         feed: ChangeFeed | None,
         publication: str,
         allowed: TableAllowList | None = None,
-        *,
-        wrap: Callable[[bytes], bytes],
     ) -> None:
         self.pool = pool
-        self.wrap = wrap  # the protocol's frame around a change's JSON, once per change
         self.feed = feed
         self.publication = publication
         self.allowed = allowed or None  # an empty list allows every table
@@ -174,8 +171,13 @@ class DbChannels:
         self.changes_sent += len(routed)
         self.delivered += sum(len(delivery.subscribers) for delivery in routed)
         for delivery in routed:
-            frame = self.wrap(self._encode(delivery))
+            body = self._encode(delivery)
+            frames: dict = {}  # codec -> this change's frame in its protocol, made once
             for subscriber in delivery.subscribers:
+                codec = subscriber.outbox.codec
+                frame = frames.get(codec)
+                if frame is None:
+                    frame = frames[codec] = codec.change(body)
                 subscriber.outbox.send(frame)
 
     def _encode(self, delivery: RoutedChange) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 from pgrealtime import __version__, keys
 from pgrealtime.cli.database import database
 from pgrealtime.config import (
+    ANON_KEY_PREFIX,
     Settings,
     add_connection_flags,
     add_server_flags,
@@ -82,6 +83,7 @@ def _banner(
     lines = [
         f"pgrealtime {__version__} listening on http://{settings.host}:{settings.port}",
         f"  WebSocket:  ws://{settings.host}:{settings.port}/realtime",
+        f"  Socket.IO:  http://{settings.host}:{settings.port}  (the @insforge/sdk baseUrl)",
         f"  REST:       http://{settings.host}:{settings.port}/api/realtime",
         f"  Dashboard:  http://{_browsable(settings.host)}:{settings.port}/dashboard"
         "   (sign in with the API key)",
@@ -95,6 +97,8 @@ def _banner(
             f"  API key:    {settings.api_key}   (admin; kept in {settings.data_dir}/secrets.json)",
             "  Client token: pgrealtime token --sub <user-uuid>",
         ]
+    if settings.anon_key and settings.anon_key.startswith(ANON_KEY_PREFIX):
+        lines.append(f"  Anon key:   {settings.anon_key}   (role anon; InsForge's anonKey)")
     if webhook_from_data_dir:
         lines.append(
             f"  Webhooks:   signed with the webhook_secret kept in {settings.data_dir}/secrets.json"

@@ -11,6 +11,7 @@ from pgrealtime.config.flags import (
     settings_from_args,
 )
 from pgrealtime.config.options import (
+    ANON_KEY_PREFIX,
     API_KEY_PREFIX,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PUBLISH_BATCH_BYTES,
@@ -22,6 +23,7 @@ from pgrealtime.config.settings import SECRETS_FILE, Settings, ensure_secrets
 from pgrealtime.config.validate import limits_error
 
 __all__ = [
+    "ANON_KEY_PREFIX",
     "API_KEY_PREFIX",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_PUBLISH_BATCH_BYTES",

@@ -96,6 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(**values)
     if settings.api_key is not None and not settings.api_key.startswith(API_KEY_PREFIX):
         raise SystemExit(f"error: the API key must start with {API_KEY_PREFIX!r}")
+    if settings.anon_key is not None and settings.anon_key.startswith(API_KEY_PREFIX):
+        raise SystemExit(f"error: the anon key must not start with {API_KEY_PREFIX!r}")
     problem = limits_error(settings)
     if problem is not None:
         raise SystemExit(f"error: {problem}")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pgrealtime.db.embedded import default_data_dir
 
 API_KEY_PREFIX = "ik_"
+ANON_KEY_PREFIX = "anon_"  # of a generated anon key (any other string may be configured)
 KiB = 1024
 MiB = 1024 * 1024
 
@@ -136,6 +137,18 @@ OPTIONS: tuple[Option, ...] = (
         "admin API key; must start with `ik_` (else the command exits with an error)",
         commands="all",
         help_default="generated and kept in the data directory if unset",
+        doc_default="generated",
+    ),
+    _o(
+        "anon_key",
+        str,
+        None,
+        "server",
+        "opaque anon key (InsForge's anonKey): accepted as a token with role anon",
+        "opaque key accepted in place of a token as the `anon` role, on `/realtime` and "
+        "`/socket.io/` (InsForge's `anonKey`, which its SDK sends in the handshake); must "
+        "not start with `ik_`",
+        help_default="generated (anon_...) and kept in the data directory if unset",
         doc_default="generated",
     ),
     _o(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pgrealtime.config.options import API_KEY_PREFIX, default
+from pgrealtime.config.options import ANON_KEY_PREFIX, API_KEY_PREFIX, default
 
 SECRETS_FILE = "secrets.json"
 
@@ -34,6 +34,7 @@ class Settings:
     data_dir: Path = _d("data_dir")  # noqa: RUF009
     jwt_secret: str | None = _d("jwt_secret")
     api_key: str | None = _d("api_key")
+    anon_key: str | None = _d("anon_key")
     jwt_require_exp: bool = _d("jwt_require_exp")
     jwt_public_key: list[str] = _d("jwt_public_key")  # noqa: RUF009
     jwks_url: str | None = _d("jwks_url")
@@ -91,13 +92,14 @@ class Settings:
 
 
 def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
-    """Fill in a missing JWT secret and API key (and, with `webhook`, webhook signing
-    secret) from the data directory, generating and storing them on first use, so
-    webhooks are signed even when nobody configured a secret. Returns the names of
-    the generated ones."""
+    """Fill in a missing JWT secret and API key (and, with `webhook` (serve), the
+    webhook signing secret and the anon key) from the data directory, generating and
+    storing them on first use, so webhooks are signed even when nobody configured a
+    secret. Returns the names of the generated ones."""
     wanted = {"jwt_secret": settings.jwt_secret, "api_key": settings.api_key}
     if webhook:
         wanted["webhook_secret"] = settings.webhook_secret
+        wanted["anon_key"] = settings.anon_key
     if all(wanted.values()):
         return []
     path = settings.data_dir / SECRETS_FILE
@@ -110,6 +112,8 @@ def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
             continue
         if name == "api_key":
             stored[name] = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        elif name == "anon_key":
+            stored[name] = ANON_KEY_PREFIX + secrets.token_urlsafe(32)
         else:
             stored[name] = secrets.token_urlsafe(48 if name == "jwt_secret" else 32)
         generated.append(name)
@@ -123,4 +127,5 @@ def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
     settings.api_key = settings.api_key or stored["api_key"]
     if webhook:
         settings.webhook_secret = settings.webhook_secret or stored["webhook_secret"]
+        settings.anon_key = settings.anon_key or stored["anon_key"]
     return generated

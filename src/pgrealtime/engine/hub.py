@@ -1,8 +1,10 @@
 """Local fan-out: channel name -> the connections subscribed to it on this process.
 
-A message is encoded once into one WebSocket frame; the same bytes are queued on
-each subscriber's outbox with no await per subscriber. Outboxes are flushed
-together, joining what is pending for a connection into one write: a loopback
+A message is encoded once per protocol into one WebSocket frame; the same bytes are
+queued on each subscriber's outbox with no await per subscriber. A channel's
+subscribers are grouped by their protocol's codec, so with two protocols a message
+costs two encodings and one dict lookup per protocol, never a lookup per delivery.
+Outboxes are flushed together, joining what is pending for a connection into one write: a loopback
 write costs ~8 us of kernel time on a small VM, Python's share per delivery is
 well under 1 us, so fewer writes is the way to go fast.
 
@@ -30,7 +32,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,20 @@ class Outbox:
     """One connection's pending outgoing frames.
 
     `pending` is None (nothing queued: no list kept per idle connection), one frame
-    (the common case: written as is, nothing joined) or a list of frames."""
+    (the common case: written as is, nothing joined) or a list of frames. `codec` is
+    the connection's protocol (engine/messages.py Codec): what fan-out encodes for it."""
 
-    __slots__ = ("closed", "hub", "on_overflow", "pending", "transport")
+    __slots__ = ("closed", "codec", "hub", "on_overflow", "pending", "transport")
 
-    def __init__(self, hub: Hub, transport: Transport, on_overflow: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        transport: Transport,
+        on_overflow: Callable[[], None],
+        codec: Any = None,
+    ) -> None:
         self.hub = hub
+        self.codec = codec
         self.transport = transport
         self.on_overflow = on_overflow
         self.pending: bytes | list[bytes] | None = None
@@ -123,7 +133,8 @@ class Hub:
         self.hard_limit = 2 * send_buffer_limit  # cut at once past this, no sweep's grace
         self.sweep_seconds = sweep_seconds
         self.flush_interval = flush_interval
-        self._channels: dict[str, set[Outbox]] = {}
+        # channel -> codec -> its subscribers speaking that protocol
+        self._channels: dict[str, dict[Any, set[Outbox]]] = {}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
         self._last_flush = float("-inf")
@@ -150,46 +161,62 @@ class Hub:
             outbox.check_backlog()
 
     def subscribe(self, channel: str, outbox: Outbox) -> None:
-        self._channels.setdefault(channel, set()).add(outbox)
+        self._channels.setdefault(channel, {}).setdefault(outbox.codec, set()).add(outbox)
 
     def unsubscribe(self, channel: str, outbox: Outbox) -> None:
-        subscribers = self._channels.get(channel)
+        groups = self._channels.get(channel)
+        if groups is None:
+            return
+        subscribers = groups.get(outbox.codec)
         if subscribers is not None:
             subscribers.discard(outbox)
             if not subscribers:
-                del self._channels[channel]
+                del groups[outbox.codec]
+                if not groups:
+                    del self._channels[channel]
 
     def is_subscribed(self, channel: str, outbox: Outbox) -> bool:
-        return outbox in self._channels.get(channel, ())
+        return outbox in self._channels.get(channel, {}).get(outbox.codec, ())
 
     def subscriber_count(self, channel: str) -> int:
-        return len(self._channels.get(channel, ()))
+        return sum(len(s) for s in self._channels.get(channel, {}).values())
+
+    def subscribers(self, channel: str) -> list[Outbox]:
+        """Every outbox subscribed to `channel`, whatever its protocol."""
+        return [o for group in self._channels.get(channel, {}).values() for o in group]
 
     def channel_names(self) -> list[str]:
         return list(self._channels)
 
-    def broadcast(self, channel: str, frame: bytes) -> int:
-        """Queue `frame` for every subscriber of `channel`; returns how many.
+    def broadcast(self, channel: str, item: Any) -> int:
+        """Queue `item` (a StoredMessage or ChannelEvent: anything with
+        `frame_for(codec)`) for every subscriber of `channel`; returns how many. Bytes
+        are queued as they are for every protocol (tests, single-protocol tools).
 
-        This is `Outbox.send` inlined: it runs once per delivery, and a method call
-        per subscriber costs as much as the rest of the loop body."""
-        subscribers = self._channels.get(channel)
-        if not subscribers:
+        The inner loop is `Outbox.send` inlined: it runs once per delivery, and a
+        method call per subscriber costs as much as the rest of the loop body."""
+        groups = self._channels.get(channel)
+        if not groups:
             return 0
         dirty = self._dirty
-        for outbox in subscribers:
-            pending = outbox.pending
-            if pending is None:
-                if not outbox.closed:
-                    outbox.pending = frame
-                    dirty.append(outbox)
-            elif type(pending) is bytes:
-                outbox.pending = [pending, frame]
-            else:
-                pending.append(frame)
+        raw = type(item) is bytes
+        count = 0
+        for codec, subscribers in groups.items():
+            frame = item if raw else item.frame_for(codec)
+            count += len(subscribers)
+            for outbox in subscribers:
+                pending = outbox.pending
+                if pending is None:
+                    if not outbox.closed:
+                        outbox.pending = frame
+                        dirty.append(outbox)
+                elif type(pending) is bytes:
+                    outbox.pending = [pending, frame]
+                else:
+                    pending.append(frame)
         if dirty and not self._flush_scheduled:
             self._schedule_flush()
-        return len(subscribers)
+        return count
 
     def mark_dirty(self, outbox: Outbox) -> None:
         self._dirty.append(outbox)

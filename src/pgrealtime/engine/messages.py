@@ -1,16 +1,18 @@
-"""A stored message, its JSON body, and the wire frame each protocol makes of it.
+"""A stored message, a system event, and the wire frame each protocol makes of them.
 
-The engine knows no protocol: fan-out asks a message for `frame_for(encoder)`, the
-protocol's encoder (given at assembly, e.g. protocols/raw_ws/encode.py) runs once per
-message and the bytes are kept on it, so every subscriber gets the same bytes.
+The engine knows no protocol: fan-out asks an item for `frame_for(codec)`, where
+`codec` is the subscriber's protocol (its outbox carries it, e.g.
+protocols/raw_ws/codec.py); the codec runs once per item and protocol and the bytes
+are kept on the item, so every subscriber of that protocol gets the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,7 +25,14 @@ SELECT_MESSAGES = (
 )
 
 
-FrameEncoder = Callable[["StoredMessage"], bytes]  # a protocol's wire bytes for a message
+class Codec(Protocol):
+    """A protocol's wire bytes for what fan-out sends (one object per protocol)."""
+
+    def message(self, message: StoredMessage) -> bytes: ...
+    def event(self, event: ChannelEvent) -> bytes: ...
+    def change(self, body: bytes) -> bytes:
+        """A `db:` change, given as the raw protocol's `message` object in JSON."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +47,14 @@ class StoredMessage:
     created_at: datetime
     seq: int
     position: int  # 1, 2, 3, ... per channel name, in commit order
-    # encoder -> its bytes for this message, filled once per protocol by frame_for
-    frames: dict[FrameEncoder, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # codec -> its bytes for this message, filled once per protocol by frame_for
+    frames: dict[Codec, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def frame_for(self, encoder: FrameEncoder) -> bytes:
-        """This message as `encoder`'s protocol sends it: encoded once, then shared."""
-        frame = self.frames.get(encoder)
+    def frame_for(self, codec: Codec) -> bytes:
+        """This message as `codec`'s protocol sends it: encoded once, then shared."""
+        frame = self.frames.get(codec)
         if frame is None:
-            frame = self.frames[encoder] = encoder(self)
+            frame = self.frames[codec] = codec.message(self)
         return frame
 
     def body(self) -> bytes:
@@ -79,3 +88,24 @@ def stored_message_from_row(row: Any) -> StoredMessage:
         seq=row["seq"],
         position=row["position"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """A system event on a channel that is not a stored message (presence join and
+    leave, ...): `name` is "<kind>:<event>" ("presence:join"), `data` its fields
+    ({"member": {...}}). Each protocol encodes it its own way (raw: a `{type: kind,
+    event, channel, **data}` frame; Socket.IO: an event named `name` with `meta`)."""
+
+    channel: str
+    name: str
+    data: dict[str, Any]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timestamp: float = field(default_factory=time.time)  # epoch seconds
+    frames: dict[Codec, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def frame_for(self, codec: Codec) -> bytes:
+        frame = self.frames.get(codec)
+        if frame is None:
+            frame = self.frames[codec] = codec.event(self)
+        return frame

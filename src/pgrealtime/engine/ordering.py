@@ -22,12 +22,7 @@ import asyncpg
 
 from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.hub import Hub, Outbox
-from pgrealtime.engine.messages import (
-    SELECT_MESSAGES,
-    FrameEncoder,
-    StoredMessage,
-    stored_message_from_row,
-)
+from pgrealtime.engine.messages import SELECT_MESSAGES, StoredMessage, stored_message_from_row
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +62,8 @@ class Ordering:
         hub: Hub,
         pool: asyncpg.Pool,
         flush_interval: float = 0.2,
-        *,
-        encode: FrameEncoder,
     ) -> None:
         self.hub = hub
-        self.encode = encode  # the hub's protocol: a message's frame, made once per message
         self.pool = pool
         self.flush_interval = flush_interval
         self._last: OrderedDict[str, int] = OrderedDict()  # channel -> last position handed out
@@ -130,11 +122,10 @@ class Ordering:
     def _hand_out(self, message: StoredMessage) -> int:
         channel = message.channel
         self._advance(channel, message.position)
-        frame = message.frame_for(self.encode)
-        audience = self.hub.broadcast(channel, frame)
+        audience = self.hub.broadcast(channel, message)
         recoveries = self._recoveries.get(channel)
         if recoveries:
-            audience += self._offer(recoveries, message, frame)
+            audience += self._offer(recoveries, message)
         if audience:
             self._counts[message.id] = self._counts.get(message.id, 0) + audience
             self.delivered += audience
@@ -194,7 +185,7 @@ class Ordering:
         was collected past it, then live messages, each exactly once."""
         for message in recovery.messages:
             if message.position > floor:
-                outbox.send(message.frame_for(self.encode))
+                outbox.send(message.frame_for(outbox.codec))
                 floor = message.position
         recovery.messages = []
         if self._last.get(recovery.channel, 0) >= floor:
@@ -204,14 +195,14 @@ class Ordering:
             recovery.outbox = outbox
             recovery.floor = floor
 
-    def _offer(self, recoveries: list[Recovery], message: StoredMessage, frame: bytes) -> int:
+    def _offer(self, recoveries: list[Recovery], message: StoredMessage) -> int:
         sent = 0
         for recovery in list(recoveries):
             if recovery.outbox is None:
                 recovery.messages.append(message)
                 continue
             if message.position > recovery.floor:
-                recovery.outbox.send(frame)
+                recovery.outbox.send(message.frame_for(recovery.outbox.codec))
                 recovery.floor = message.position
                 sent += 1
             if message.position >= recovery.floor:  # caught up: plain fan-out from now

@@ -18,7 +18,7 @@ Two parts with one job each:
   process holds it, a process whose lease expires leaves all its members) and
   returns the same changes, so nothing above the store changes.
 - `Presence`: the store plus fan-out. A change goes through the hub to the channel's
-  subscribers as one frame per protocol (`PresenceChange.frame_for`, cached like a
+  subscribers as one frame per protocol (a ChannelEvent's `frame_for`, cached like a
   stored message's), and to subscribers still resuming history, who are not in the
   hub yet, directly: every subscriber sees each change once, after its snapshot.
 
@@ -29,14 +29,13 @@ state of live connections, not a message.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, Protocol
 
-import orjson
-
 from pgrealtime.engine.hub import Hub, Outbox
+from pgrealtime.engine.messages import ChannelEvent
 from pgrealtime.util.timefmt import rfc3339
 
 USER = "user"
@@ -61,13 +60,14 @@ def _now() -> str:
 
 
 class PresenceChange:
-    """One join, leave or update on one channel, encoded once per protocol.
+    """One join, leave or update on one channel, as the store decided it.
 
-    `member` is the member as snapshots list it (a leave carries it as it was).
-    `id` and `timestamp` are for protocols whose events carry them (Socket.IO's
-    `meta.messageId` and `meta.timestamp`); the raw frame does not."""
+    `member` is the member as snapshots list it (a leave carries it as it was). It goes
+    out as a ChannelEvent `presence:<event>` with data `{member}`, encoded once per
+    protocol like a stored message (raw: `{type: "presence", event, channel, member}`;
+    Socket.IO: `presence:join` with `meta`)."""
 
-    __slots__ = ("channel", "event", "frames", "id", "member", "timestamp")
+    __slots__ = ("channel", "event", "id", "member", "timestamp")
 
     def __init__(self, event: str, channel: str, member: dict[str, Any], timestamp: str) -> None:
         self.event = event
@@ -75,20 +75,10 @@ class PresenceChange:
         self.member = member
         self.timestamp = timestamp
         self.id = str(uuid.uuid4())
-        self.frames: dict[Callable[..., bytes], bytes] = {}
 
-    def frame_for(self, encoder: Callable[..., bytes]) -> bytes:
-        """This change as `encoder`'s protocol sends it: made once, then shared."""
-        frame = self.frames.get(encoder)
-        if frame is None:
-            frame = self.frames[encoder] = encoder(self)
-        return frame
-
-    def body(self) -> bytes:
-        """The raw protocol's `presence` object as JSON (docs/protocol.md)."""
-        body = {"type": "presence", "event": self.event, "channel": self.channel}
-        body["member"] = self.member
-        return orjson.dumps(body)
+    def channel_event(self) -> ChannelEvent:
+        return ChannelEvent(self.channel, f"presence:{self.event}", {"member": self.member},
+                            id=self.id)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"PresenceChange({self.event!r}, {self.channel!r}, {self.member!r})"
@@ -223,14 +213,11 @@ class Presence:
     def __init__(
         self,
         hub: Hub,
-        encode: Callable[..., bytes],
         store: PresenceStore | None = None,
         snapshot_limit: int = DEFAULT_SNAPSHOT_LIMIT,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
     ) -> None:
-        """`encode`: the hub's protocol encoder (a change's frame, made once)."""
         self.hub = hub
-        self.encode = encode
         self.store: PresenceStore = store if store is not None else LocalPresenceStore()
         self.snapshot_limit = snapshot_limit
         self.max_state_bytes = max_state_bytes
@@ -276,12 +263,12 @@ class Presence:
         return {"members": members, "truncated": True} if truncated else {"members": members}
 
     def _fan_out(self, change: PresenceChange) -> None:
-        frame = change.frame_for(self.encode)
-        self.hub.broadcast(change.channel, frame)
+        event = change.channel_event()
+        self.hub.broadcast(change.channel, event)
         direct = self._direct.get(change.channel)
         if direct:
             for outbox in list(direct):
                 if self.hub.is_subscribed(change.channel, outbox):
                     direct.discard(outbox)  # caught up: the broadcast reached it
                 else:
-                    outbox.send(frame)
+                    outbox.send(event.frame_for(outbox.codec))

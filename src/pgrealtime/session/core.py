@@ -1,8 +1,11 @@
-"""One WebSocket connection's rules: authenticate, subscribe, unsubscribe, publish.
+"""One client connection's rules: authenticate, subscribe, unsubscribe, publish.
 
-The session knows nothing of sockets: it receives text frames and sends encoded
-frames through its Outbox, so each handler reads like the part of the
-specification it implements.
+The session knows nothing of sockets nor of wire formats: a protocol adapter decodes
+its frames into requests (session/requests.py) and hands them to `handle_request`;
+the session answers with neutral replies (dicts with a `type`) and refusals
+(session/errors.py) through the adapter's `Replies`, which encodes them. So each
+handler reads like the part of the specification it implements, once for every
+protocol (protocols/raw_ws, protocols/socketio).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
+import orjson
 
 from pgrealtime.auth import Authenticator, AuthError, Principal
 from pgrealtime.changes.filters import FilterError
@@ -27,18 +32,30 @@ from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH, channel_name_error
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.limits import UNLIMITED, ConnectionLimits, TokenBucket, UserBudgets
-from pgrealtime.engine.ordering import Ordering, Recovery
+from pgrealtime.engine.ordering import Ordering
 from pgrealtime.engine.presence import Presence
 from pgrealtime.engine.publisher import Publisher, PublishRefused
-from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
-from pgrealtime.protocols.raw_ws import frames
-from pgrealtime.protocols.raw_ws.expiry import ExpiryClock
-from pgrealtime.protocols.raw_ws.frames import ErrorCode, FrameError
-from pgrealtime.session import presence, refresh
+from pgrealtime.engine.resume import HistoryPlan
+from pgrealtime.engine.subscribe import Membership, Refused, Subscriptions
+from pgrealtime.session import errors, presence, refresh
+from pgrealtime.session import requests as rq
+from pgrealtime.session.errors import ErrorCode, Refusal
+from pgrealtime.session.expiry import ExpiryClock
 
 log = logging.getLogger(__name__)
 
-RESUME_POLL_SECONDS = 0.02  # how often a paged resume looks whether its reader caught up
+
+RequestId = str | int | None  # echoed in the reply (raw `id`, Socket.IO ack id)
+
+
+class Replies(Protocol):
+    """A protocol's encoder of one connection's replies, given by its adapter."""
+
+    def reply(self, reply: dict, request_id: RequestId) -> None:
+        """`reply` is a raw-protocol-shaped dict ({"type": "subscribed", ...})."""
+
+    def error(self, code: str, message: str, request_id: RequestId, channel: str | None) -> None:
+        """A refusal (or a server-side end) with its code from session/errors.py."""
 
 
 @dataclass(slots=True)
@@ -47,7 +64,7 @@ class Subscription:
     channel: str
     channel_id: str | None  # the governing channel row; None for db: channels
     table: TableSubscriber | None = None  # set for db: channels
-    recovery: Recovery | None = None  # set while a resume catches up with live messages
+    membership: Membership | None = None  # its place in the channel's delivery (engine)
 
 
 @dataclass
@@ -73,20 +90,37 @@ class SessionContext:
     user_budgets: UserBudgets = field(default_factory=UserBudgets)  # off unless rates set
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     presence: Presence | None = None  # None: presence is off (--no-presence)
-    errors: Counter[str] = field(default_factory=Counter)  # error frames sent, by code
+    errors: Counter[str] = field(default_factory=Counter)  # refusals sent, by code
+    channels: Subscriptions = field(init=False)  # the engine's subscribe entry point
+
+    def __post_init__(self) -> None:
+        self.channels = Subscriptions(
+            self.hub,
+            self.delivery,
+            self.pool,
+            self.subscribe_checks,
+            recoveries=self.recoveries,
+            max_recover=self.max_recover,
+            max_recover_bytes=self.max_recover_bytes,
+        )
 
 
 class Session:
     # slots: thousands of idle sessions each carried a __dict__
     __slots__ = ("_close", "_expires_at", "connection_id", "ctx", "frame_bucket", "outbox",
-                 "presence_bucket", "principal", "publish_bucket", "subscribe_bucket",
-                 "subscriptions")  # fmt: skip
+                 "presence_bucket", "principal", "publish_bucket", "replies",
+                 "subscribe_bucket", "subscriptions")  # fmt: skip
 
     def __init__(
-        self, ctx: SessionContext, outbox: Outbox, close: Callable[[int, str], None]
+        self,
+        ctx: SessionContext,
+        outbox: Outbox,
+        close: Callable[[int, str], None],
+        replies: Replies,
     ) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        self.replies = replies
         self._close = close
         self.principal: Principal | None = None
         self.subscriptions: dict[str, Subscription] = {}
@@ -100,89 +134,81 @@ class Session:
         self.connection_id: str | None = None
 
     # -- output ---------------------------------------------------------------
-    def send(self, frame: dict) -> None:
-        self.outbox.send(frames.websocket_text_frame(frames.encode(frame)))
-
     def send_error(
         self,
         code: str,
         message: str,
-        request_id: str | int | None = None,
+        request_id: RequestId = None,
         channel: str | None = None,
     ) -> None:
         self.ctx.errors[code] += 1
-        self.send(frames.error_frame(code, message, request_id, channel))
+        self.replies.error(code, message, request_id, channel)
 
-    def reply(self, frame: dict, request_id: str | int | None) -> None:
-        if request_id is not None:
-            frame["id"] = request_id
-        self.send(frame)
+    def refuse(
+        self, refusal: Refusal, request_id: RequestId, channel: str | None = None, **fields: object
+    ) -> None:
+        """Answer with one of the table's refusals (session/errors.py)."""
+        self.send_error(refusal.code, refusal.message.format(**fields), request_id, channel)
+
+    def reply(self, frame: dict, request_id: RequestId) -> None:
+        self.replies.reply(frame, request_id)
 
     # -- input ----------------------------------------------------------------
-    async def handle_text(self, data: str | bytes) -> None:
-        # Every frame spends a token, a malformed one too; it is still parsed, so that
-        # the refusal carries the frame's id.
-        limited = self.frame_bucket is not None and not self.frame_bucket.take(time.monotonic())
-        try:
-            frame = frames.parse_frame(data, self.ctx.max_frame_bytes)
-        except FrameError as exc:
-            if limited:
-                self._frame_rate_limited(exc.request_id, exc.channel)
-            else:
-                self.send_error(exc.code, exc.message, exc.request_id, exc.channel)
-            return
-        if limited:
-            self._frame_rate_limited(frame.id, getattr(frame, "channel", None))
-            return
-        try:
-            await self._dispatch(frame)
-        except Exception:  # a bug must cost one frame, not the connection
-            log.exception("handling a %s frame failed", type(frame).__name__.lower())
-            self.send_error(
-                ErrorCode.INTERNAL_ERROR,
-                "Internal error while handling this frame",
-                frame.id,
-                getattr(frame, "channel", None),
-            )
+    def take_frame_token(self) -> bool:
+        """Every frame spends a token, a malformed one too: False when none is left
+        (the adapter then answers `frame_rate_limited` instead of the frame)."""
+        return self.frame_bucket is None or self.frame_bucket.take(time.monotonic())
 
-    def _frame_rate_limited(self, request_id: str | int | None, channel: str | None) -> None:
+    def frame_rate_limited(self, request_id: RequestId, channel: str | None) -> None:
         message = self.ctx.limits.frame_rate_limited_message()
         self.send_error(ErrorCode.RATE_LIMITED, message, request_id, channel)
 
-    async def _dispatch(self, frame: frames.Frame) -> None:
-        if isinstance(frame, frames.Auth):
+    async def handle_request(self, request: rq.Request) -> None:
+        """Act on one decoded request (its frame token already taken)."""
+        try:
+            await self._dispatch(request)
+        except Exception:  # a bug must cost one frame, not the connection
+            log.exception("handling a %s frame failed", type(request).__name__.lower())
+            self.refuse(errors.INTERNAL_ERROR, request.id, getattr(request, "channel", None))
+
+    async def _dispatch(self, frame: rq.Request) -> None:
+        if isinstance(frame, rq.Auth):
             await self.on_auth(frame)
-        elif isinstance(frame, frames.Ping):
+        elif isinstance(frame, rq.Ping):
             self.reply({"type": "pong"}, frame.id)
         elif self.principal is None:
-            self.send_error(
-                ErrorCode.NOT_AUTHENTICATED,
-                'Not authenticated: send {"type":"auth","token":...} first',
-                frame.id,
-                getattr(frame, "channel", None),
-            )
-        elif isinstance(frame, frames.Subscribe):
+            self.refuse(errors.NOT_AUTHENTICATED, frame.id, getattr(frame, "channel", None))
+        elif isinstance(frame, rq.Subscribe):
             await self.on_subscribe(frame)
-        elif isinstance(frame, frames.Unsubscribe):
+        elif isinstance(frame, rq.Unsubscribe):
             self.on_unsubscribe(frame)
-        elif isinstance(frame, frames.Publish):
+        elif isinstance(frame, rq.Publish):
             self.on_publish(frame)
-        elif isinstance(frame, frames.PresenceSet):
+        elif isinstance(frame, rq.PresenceSet):
             self.on_presence_set(frame)
 
-    async def on_auth(self, frame: frames.Auth) -> None:
+    async def on_auth(self, frame: rq.Auth) -> None:
         try:
-            principal = await self.ctx.authenticator.authenticate_async(frame.token)
-            if self.principal is not None:  # a refresh in place (session/refresh.py)
-                await refresh.refresh(self, principal)
+            principal = await self.authenticate(frame.token)
         except (AuthError, refresh.RefreshRefused) as exc:
             self.send_error(exc.code, exc.message, frame.id)
             return
-        if self.outbox.closed:  # closed while the keys were fetched: watch no expiry
-            return
+        if principal is not None:
+            self.reply(refresh.auth_success(principal), frame.id)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """Take on the identity `token` proves (or raise AuthError or RefreshRefused):
+        what an `auth` frame does, what Socket.IO's handshake does before any event,
+        and a refresh on a live session (session/refresh.py). None when the
+        connection closed while the keys were fetched."""
+        principal = await self.ctx.authenticator.authenticate_async(token)
+        if self.principal is not None:  # a refresh in place
+            await refresh.refresh(self, principal)
+        if self.outbox.closed:  # closed meanwhile: watch no expiry
+            return None
         self.principal = principal
         self._schedule_expiry(principal)
-        self.reply(refresh.auth_success(principal), frame.id)
+        return principal
 
     @property
     def expires_at(self) -> float | None:
@@ -208,13 +234,11 @@ class Session:
 
     def on_token_expired(self) -> None:
         self._expires_at = None
-        self.send_error(
-            ErrorCode.TOKEN_EXPIRED, "Token expired: send a fresh auth frame to stay connected"
-        )
+        self.refuse(errors.TOKEN_EXPIRED, None)
         self.drop_all_subscriptions()
         self.close(4001, "token expired")
 
-    async def on_subscribe(self, frame: frames.Subscribe) -> None:
+    async def on_subscribe(self, frame: rq.Subscribe) -> None:
         channel = frame.channel
         if self.subscribe_bucket is not None and not self.subscribe_bucket.take(time.monotonic()):
             message = self.ctx.limits.subscribe_rate_limited_message()
@@ -224,11 +248,12 @@ class Session:
         if problem is not None:
             self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id, channel)
             return
-        problem = frames.since_error(frame.since)
-        if problem is None and frame.since is not None and channel.startswith("db:"):
-            problem = "since is not supported on db: channels (changes are not stored)"
+        problem = rq.since_error(frame.since)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_SINCE, problem, frame.id, channel)
+            return
+        if frame.since is not None and channel.startswith("db:"):
+            self.refuse(errors.SINCE_ON_TABLE, frame.id, channel)
             return
         existing = self.subscriptions.get(channel)
         if existing is not None:
@@ -247,132 +272,31 @@ class Session:
         if channel.startswith("db:"):
             await self.on_subscribe_table(frame)
             return
+        sink = _SubscribeSink(self, frame)
         try:
-            check = await self.ctx.subscribe_checks.check(self.principal, channel)
+            await self.ctx.channels.subscribe(self.principal, channel, frame.since, sink)
+        except Refused as exc:
+            if exc.status == "no_channel":
+                self.refuse(errors.CHANNEL_NOT_FOUND, frame.id, channel, name=channel)
+            else:
+                self.refuse(errors.SUBSCRIBE_UNAUTHORIZED, frame.id, channel)
         except db_errors.UNAVAILABLE as exc:
             self._subscribe_unavailable(exc, frame.id, channel)
-            return
-        if check.status == "no_channel":
-            self.send_error(
-                ErrorCode.CHANNEL_NOT_FOUND,
-                f"No enabled channel matches {channel!r}",
-                frame.id,
-                channel,
-            )
-            return
-        if check.status != "ok":
-            self.send_error(
-                ErrorCode.UNAUTHORIZED,
-                "Not authorized to subscribe to this channel",
-                frame.id,
-                channel,
-            )
-            return
-        assert check.channel_id is not None
-        if frame.since is None:
-            self.ctx.delivery.start_tracking(channel, check.position)
-            self._start_live(frame, channel, check.channel_id, None)
-            return
-        await self._resume(frame, channel, check.channel_id, check.position)
 
-    async def _resume(
-        self, frame: frames.Subscribe, channel: str, channel_id: str, current: int
-    ) -> None:
-        """History past `since`, then what arrived while reading it, then live: the
-        positions make the seam exact (no gap, no duplicate)."""
-        delivery = self.ctx.delivery
-        delivery.start_tracking(channel, current)
-        recovery = delivery.begin_recovery(channel)
-        try:
-            await self._recover(frame, channel, channel_id, current, recovery)
-        finally:
-            # Whatever happened, a recovery that did not go live collects nothing more
-            # (one that did belongs to its subscription until it catches up).
-            if recovery.outbox is None:
-                delivery.end_recovery(recovery)
-
-    async def _recover(
+    def _accept(
         self,
-        frame: frames.Subscribe,
-        channel: str,
+        frame: rq.Subscribe,
         channel_id: str,
-        current: int,
-        recovery: Recovery,
-    ) -> None:
-        ctx = self.ctx
-        assert frame.since is not None
-        try:
-            async with ctx.recoveries:
-                plan = await plan_history(ctx.pool, channel, frame.since, current,
-                                          ctx.max_recover, ctx.max_recover_bytes,
-                                          self._page_bytes())  # fmt: skip
-        except db_errors.UNAVAILABLE as exc:
-            self._subscribe_unavailable(exc, frame.id, channel)
-            return
-        subscription = self._start_live(frame, channel, channel_id, plan)
-        if subscription is None:
-            return
-        subscription.recovery = recovery  # ended with the subscription from now on
-        try:
-            for first, last in plan.pages:
-                if not await self._room_for_a_page(channel, subscription):
-                    return  # unsubscribed, ended or cut meanwhile
-                async with ctx.recoveries:
-                    messages = await read_page(ctx.pool, channel, first, last)
-                for message in messages:
-                    self.outbox.send(message.frame_for(ctx.delivery.encode))
-                self.outbox.flush()
-        except BaseException as exc:
-            if self.subscriptions.get(channel) is subscription:
-                del self.subscriptions[channel]
-                self._release(subscription)
-            if isinstance(exc, db_errors.UNAVAILABLE):
-                log.warning("resume failed: %s", exc)
-                self.send_error(
-                    ErrorCode.SERVICE_UNAVAILABLE,
-                    "Resume failed: the database is unavailable; the subscription ended,"
-                    " subscribe again",
-                    None,
-                    channel,
-                )
-                return
-            raise
-        # No await from the last page on: nothing slips in between history and live.
-        if self.subscriptions.get(channel) is subscription and not self.outbox.closed:
-            ctx.delivery.go_live(recovery, self.outbox, plan.position)
-
-    def _page_bytes(self) -> int:
-        """A page written on top of at most half the limit stays within it: no reader
-        that keeps up is suspected, let alone cut, because of its own resume."""
-        return max(1, self.ctx.hub.send_buffer_limit // 2)
-
-    async def _room_for_a_page(self, channel: str, subscription: Subscription) -> bool:
-        """Wait until the connection has taken all but half the limit of what it was
-        sent; False if the subscription or the connection ended meanwhile."""
-        outbox = self.outbox
-        room = self._page_bytes()
-        # polled: a transport has no awaitable for "below N bytes", only aiohttp's
-        # private drain at its own low-water mark
-        while not outbox.closed and outbox.backlog() > room:  # noqa: ASYNC110
-            await asyncio.sleep(RESUME_POLL_SECONDS)
-        return not outbox.closed and self.subscriptions.get(channel) is subscription
-
-    def _start_live(
-        self,
-        frame: frames.Subscribe,
-        channel: str,
-        channel_id: str,
+        membership: Membership,
         history: HistoryPlan | None,
     ) -> Subscription | None:
-        """Record the subscription and answer `subscribed`; without history, join the
-        channel's live fan-out at once (a resume joins it through Ordering.go_live)."""
+        """Record the subscription and answer `subscribed` (before any history)."""
+        channel = frame.channel
         if self.outbox.closed or channel in self.subscriptions:
             return None
-        subscription = Subscription(uuid.uuid4().hex, channel, channel_id)
+        subscription = Subscription(uuid.uuid4().hex, channel, channel_id, membership=membership)
         self.subscriptions[channel] = subscription
         snapshot = presence.join(self, channel, in_hub=history is None)  # before the hub
-        if history is None:
-            self.ctx.hub.subscribe(channel, self.outbox)
         reply: dict = {"type": "subscribed", "channel": channel, "subscriptionId": subscription.id}
         if history is None:
             reply["position"] = self.ctx.delivery.last_position(channel) or 0
@@ -386,17 +310,12 @@ class Session:
         return subscription
 
     def _subscribe_unavailable(
-        self, exc: BaseException, request_id: str | int | None, channel: str
+        self, exc: BaseException, request_id: RequestId, channel: str
     ) -> None:
         log.warning("subscribe check failed: %s", exc)
-        self.send_error(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            "Failed to subscribe to channel: the database is unavailable",
-            request_id,
-            channel,
-        )
+        self.refuse(errors.SUBSCRIBE_UNAVAILABLE, request_id, channel)
 
-    async def on_subscribe_table(self, frame: frames.Subscribe) -> None:
+    async def on_subscribe_table(self, frame: rq.Subscribe) -> None:
         """`db:<table>`: committed changes of that table the caller may SELECT."""
         assert self.principal is not None
         channel = frame.channel
@@ -426,51 +345,35 @@ class Session:
     def _release(self, subscription: Subscription) -> None:
         if subscription.table is not None:
             self.ctx.db_channels.unsubscribe(subscription.table)
-            return
-        if subscription.recovery is not None:
-            self.ctx.delivery.end_recovery(subscription.recovery)
-        self.ctx.hub.unsubscribe(subscription.channel, self.outbox)
-        presence.leave(self, subscription)  # after the hub: the leaver gets no frame
+        elif subscription.membership is not None:
+            self.ctx.channels.leave(subscription.membership)
+            presence.leave(self, subscription)  # after the hub: the leaver gets no frame
 
-    def on_unsubscribe(self, frame: frames.Unsubscribe) -> None:
+    def on_unsubscribe(self, frame: rq.Unsubscribe) -> None:
         if len(frame.channel) > MAX_CHANNEL_LENGTH:  # never a subscription; not echoed
-            problem = f"channel must be at most {MAX_CHANNEL_LENGTH} characters"
-            self.send_error(ErrorCode.INVALID_CHANNEL, problem, frame.id)
+            self.refuse(errors.CHANNEL_TOO_LONG, frame.id, limit=MAX_CHANNEL_LENGTH)
             return
         subscription = self.subscriptions.pop(frame.channel, None)
         if subscription is not None:
             self._release(subscription)
         self.reply({"type": "unsubscribed", "channel": frame.channel}, frame.id)
 
-    def on_publish(self, frame: frames.Publish) -> None:
+    def on_publish(self, frame: rq.Publish) -> None:
         channel = frame.channel
         if channel not in self.subscriptions:
-            self.send_error(
-                ErrorCode.NOT_SUBSCRIBED,
-                "Must subscribe to channel before publishing messages",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.NOT_SUBSCRIBED, frame.id, channel)
             return
         if channel.startswith("db:"):
-            self.send_error(
-                ErrorCode.INVALID_CHANNEL,
-                "db: channels carry database changes; they cannot be published to",
-                frame.id,
-                channel,
-            )
+            self.refuse(errors.PUBLISH_TO_TABLE, frame.id, channel)
             return
-        problem = frames.event_name_error(frame.event)
+        problem = rq.event_name_error(frame.event)
         if problem is not None:
             self.send_error(ErrorCode.INVALID_EVENT, problem, frame.id, channel)
             return
-        payload_json = frames.encode(frame.payload)  # the publisher needs it so anyway
+        payload_json = orjson.dumps(frame.payload)  # the publisher needs it so anyway
         if len(payload_json) > self.ctx.max_payload_bytes:
-            message = (
-                f"payload is {len(payload_json)} bytes as JSON; at most"
-                f" {self.ctx.max_payload_bytes} are accepted"
-            )
-            self.send_error(ErrorCode.INVALID_PAYLOAD, message, frame.id, channel)
+            size, limit = len(payload_json), self.ctx.max_payload_bytes
+            self.refuse(errors.PAYLOAD_TOO_LARGE, frame.id, channel, size=size, limit=limit)
             return
         now = time.monotonic()
         if self.publish_bucket is not None and not self.publish_bucket.take(now):
@@ -488,14 +391,14 @@ class Session:
         stored = self.ctx.publisher.publish_json(principal, channel, frame.event, payload_json)
         stored.add_done_callback(lambda f: self._on_published(f, frame))
 
-    def on_presence_set(self, frame: frames.PresenceSet) -> None:
+    def on_presence_set(self, frame: rq.PresenceSet) -> None:
         refusal = presence.set_state(self, frame.channel, frame.state, time.monotonic())
         if refusal is not None:
             self.send_error(*refusal, frame.id, frame.channel)
             return
         self.reply({"type": "presence_updated", "channel": frame.channel}, frame.id)
 
-    def _on_published(self, task: asyncio.Future, frame: frames.Publish) -> None:
+    def _on_published(self, task: asyncio.Future, frame: rq.Publish) -> None:
         if task.cancelled():
             return
         exc = task.exception()
@@ -511,51 +414,19 @@ class Session:
                 },
                 frame.id,
             )
-        elif isinstance(exc, PublishRefused) and exc.status == "no_channel":
-            self.send_error(
-                ErrorCode.CHANNEL_NOT_FOUND,
-                f"No enabled channel matches {frame.channel!r}",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused) and exc.status == "unavailable":
-            log.warning("publish not stored, retryable: %s", exc.detail)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                f"Failed to publish message: the database could not store it right now"
-                f" (SQLSTATE {exc.sqlstate}); it was not stored, try again",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused) and exc.status == "failed":
-            log.warning("publish not stored: %s", exc.detail)
-            self.send_error(
-                ErrorCode.PUBLISH_FAILED,
-                f"Failed to publish message: the database refused it"
-                f" (SQLSTATE {exc.sqlstate}); it was not stored",
-                frame.id,
-                frame.channel,
-            )
-        elif isinstance(exc, PublishRefused):
-            self.send_error(
-                ErrorCode.UNAUTHORIZED,
-                "Not authorized to publish to this channel",
-                frame.id,
-                frame.channel,
-            )
+            return
+        channel = frame.channel
+        if isinstance(exc, PublishRefused):
+            if exc.status in ("unavailable", "failed"):
+                log.warning("publish not stored (%s): %s", exc.status, exc.detail)
+            refusal = errors.PUBLISH_REFUSED.get(exc.status, errors.PUBLISH_REFUSED_OTHERWISE)
+            self.refuse(refusal, frame.id, channel, name=channel, sqlstate=exc.sqlstate)
         elif isinstance(exc, db_errors.UNAVAILABLE):
             log.warning("publish failed: %s", exc)
-            self.send_error(
-                ErrorCode.SERVICE_UNAVAILABLE,
-                "Failed to publish message: the database is unavailable",
-                frame.id,
-                frame.channel,
-            )
+            self.refuse(errors.PUBLISH_UNAVAILABLE, frame.id, channel)
         else:
             log.error("publish failed", exc_info=exc)
-            self.send_error(
-                ErrorCode.INTERNAL_ERROR, "Failed to publish message", frame.id, frame.channel
-            )
+            self.refuse(errors.PUBLISH_FAILED, frame.id, channel)
 
     # -- lifecycle ------------------------------------------------------------
     def end_subscription(self, channel: str, reason: str) -> None:
@@ -581,3 +452,30 @@ class Session:
         self._unwatch_expiry()
         self.outbox.closed = True
         self.drop_all_subscriptions()
+
+
+class _SubscribeSink:
+    """One subscribe request's side of engine/subscribe.Sink."""
+
+    __slots__ = ("frame", "outbox", "session")
+
+    def __init__(self, session: Session, frame: rq.Subscribe) -> None:
+        self.session = session
+        self.frame = frame
+        self.outbox = session.outbox
+
+    def accept(
+        self, channel_id: str, membership: Membership, plan: HistoryPlan | None
+    ) -> Subscription | None:
+        return self.session._accept(self.frame, channel_id, membership, plan)
+
+    def wanted(self, token: Subscription) -> bool:
+        return self.session.subscriptions.get(self.frame.channel) is token
+
+    def lost(self, token: Subscription, exc: BaseException) -> None:
+        session = self.session
+        if session.subscriptions.get(self.frame.channel) is token:
+            del session.subscriptions[self.frame.channel]
+            presence.leave(session, token)  # the engine has left the channel
+        if isinstance(exc, db_errors.UNAVAILABLE):
+            session.refuse(errors.RESUME_UNAVAILABLE, None, self.frame.channel)

@@ -76,7 +76,8 @@ def rekey(session: Session) -> None:
         if subscription.table is not None:
             continue
         leave(session, subscription)
-        join(session, subscription.channel, in_hub=subscription.recovery is None)
+        in_hub = session.ctx.hub.is_subscribed(subscription.channel, session.outbox)
+        join(session, subscription.channel, in_hub=in_hub)
 
 
 def set_state(session: Session, channel: str, state: dict | None, now: float) -> Refusal | None:

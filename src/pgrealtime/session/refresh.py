@@ -112,4 +112,5 @@ def warn_expiring(session: Session) -> None:
     deadline = session.expires_at
     if deadline is None or session.outbox.closed:
         return
-    session.send({"type": "token_expiring", "expiresIn": max(0, round(deadline - time.time()))})
+    expires_in = max(0, round(deadline - time.time()))
+    session.reply({"type": "token_expiring", "expiresIn": expires_in}, None)

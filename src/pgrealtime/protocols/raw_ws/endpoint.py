@@ -14,8 +14,10 @@ from pgrealtime.api.errors import error_response
 from pgrealtime.engine.hub import Outbox
 from pgrealtime.protocols.raw_ws.admission import Admission
 from pgrealtime.protocols.raw_ws.auth_deadline import AuthDeadlines, Ticket
+from pgrealtime.protocols.raw_ws.encode import CODEC
 from pgrealtime.protocols.raw_ws.frames import ErrorCode, websocket_close_frame
 from pgrealtime.protocols.raw_ws.keepalive import PING_FRAME, Keepalive
+from pgrealtime.protocols.raw_ws.replies import RawReplies, handle_text
 from pgrealtime.session.core import Session, SessionContext
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,36 @@ class Sessions:
         # for metrics (observe/collector.ProtocolSessions): connections accepted, and
         # those cut here by reason (slow readers are counted by the hub, expired
         # tokens by the expiry clock)
-        self.opened = 0
+        self.opened: Counter[str] = Counter()  # by protocol ("websocket", "socketio")
         self.ended: Counter[str] = Counter()
+
+    def protocol(self, name: str, replies: type) -> ProtocolView:
+        """The sessions of one protocol (told apart by their Replies type), for metrics."""
+        return ProtocolView(self, name, replies)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection after what is queued for it has been written."""
         for session in list(self.live):
             session.close(code, reason)
+
+
+class ProtocolView:
+    """One protocol's share of Sessions (observe/collector.ProtocolSessions). Cuts by
+    reason are not per protocol: the first view ("websocket") carries them all."""
+
+    def __init__(self, sessions: Sessions, name: str, replies: type) -> None:
+        self.sessions = sessions
+        self.name = name
+        self.replies = replies
+        self.ended = sessions.ended if name == "websocket" else Counter()
+
+    @property
+    def live(self) -> list[Session]:
+        return [s for s in self.sessions.live if type(s.replies) is self.replies]
+
+    @property
+    def opened(self) -> int:
+        return self.sessions.opened[self.name]
 
 
 _END_OF_STREAM = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
@@ -178,10 +203,10 @@ async def _serve(
     transport = request.transport
     assert transport is not None
     conn = Connection(ws, transport, sessions)
-    outbox = Outbox(ctx.hub, transport, conn.on_overflow)
-    session = conn.session = Session(ctx, outbox, conn.close)
+    outbox = Outbox(ctx.hub, transport, conn.on_overflow, CODEC)
+    session = conn.session = Session(ctx, outbox, conn.close, RawReplies(outbox))
     sessions.live.add(session)
-    sessions.opened += 1
+    sessions.opened["websocket"] += 1
     keepalive.add(conn)
     deadlines: AuthDeadlines = request.app[keys.AUTH_DEADLINES]
     conn.auth_ticket = deadlines.add(conn)
@@ -209,14 +234,14 @@ async def _serve(
             if msg.type == WSMsgType.PONG or sessions.draining:
                 continue  # draining: shutting down, nothing new is started
             if msg.type == WSMsgType.TEXT:
-                await session.handle_text(msg.data)
+                await handle_text(session, msg.data)
             elif msg.type == WSMsgType.BINARY:
                 try:
                     text = msg.data.decode()
                 except UnicodeDecodeError:
                     session.send_error(ErrorCode.MALFORMED_FRAME, "Frame is not valid UTF-8")
                     continue
-                await session.handle_text(text)
+                await handle_text(session, text)
         if conn.close_with is not None and not ws.closed:
             # Send the close frame after what was written, then read (and drop) until
             # the client's close frame: closing the socket while a client is still

@@ -8,9 +8,7 @@ broadcast writes the same bytes to every subscriber.
 
 from __future__ import annotations
 
-import re
 import struct
-import uuid
 from typing import Any
 
 import msgspec
@@ -18,95 +16,53 @@ import orjson
 
 from pgrealtime.engine.channels import MAX_CHANNEL_LENGTH
 
-MAX_EVENT_LENGTH = 100
-RESERVED_EVENT_PREFIXES = ("realtime:", "presence:", "system:", "phx_")
+# The requests and their checks are protocol-neutral (session/); re-exported here, the
+# raw protocol's decoder, for the tests and tools that speak it.
+from pgrealtime.session.errors import ErrorCode
+from pgrealtime.session.requests import (
+    MAX_EVENT_LENGTH,
+    MAX_PAYLOAD_DEPTH,
+    MAX_PAYLOAD_INT,
+    MIN_PAYLOAD_INT,
+    RESERVED_EVENT_NAMES,
+    RESERVED_EVENT_PREFIXES,
+    Auth,
+    Ping,
+    PresenceSet,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    event_name_error,
+    payload_error,
+    since_error,
+    state_error,
+)
+
+__all__ = [
+    "MAX_EVENT_LENGTH",
+    "MAX_PAYLOAD_DEPTH",
+    "MAX_PAYLOAD_INT",
+    "MIN_PAYLOAD_INT",
+    "RESERVED_EVENT_NAMES",
+    "RESERVED_EVENT_PREFIXES",
+    "Auth",
+    "ErrorCode",
+    "FrameError",
+    "Ping",
+    "PresenceSet",
+    "Publish",
+    "Subscribe",
+    "Unsubscribe",
+    "event_name_error",
+    "parse_frame",
+    "payload_error",
+    "since_error",
+]
+
 # Request ids are echoed back: integers must fit where JSON encoders put them, and
 # strings are short (an id of a whole frame's size would be echoed whole, to anyone).
 MIN_REQUEST_ID, MAX_REQUEST_ID = -(2**63), 2**63 - 1
 MAX_REQUEST_ID_LENGTH = 128
-# Payloads are stored as jsonb and encoded with orjson: no U+0000 (jsonb refuses it),
-# integers that fit in 64 bits (orjson's range), and a nesting depth orjson accepts.
-MIN_PAYLOAD_INT, MAX_PAYLOAD_INT = -(2**63), 2**64 - 1
-MAX_PAYLOAD_DEPTH = 254  # orjson's limit
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
-
-
-class ErrorCode:
-    """Every error frame carries one of these."""
-
-    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
-    INVALID_TOKEN = "INVALID_TOKEN"
-    TOKEN_EXPIRED = "TOKEN_EXPIRED"
-    INVALID_API_KEY = "INVALID_API_KEY"
-    MALFORMED_FRAME = "MALFORMED_FRAME"
-    UNKNOWN_TYPE = "UNKNOWN_TYPE"
-    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
-    INVALID_CHANNEL = "INVALID_CHANNEL"
-    CHANNEL_NOT_FOUND = "REALTIME_CHANNEL_NOT_FOUND"
-    UNAUTHORIZED = "REALTIME_UNAUTHORIZED"
-    NOT_SUBSCRIBED = "REALTIME_NOT_SUBSCRIBED"
-    INVALID_EVENT = "INVALID_EVENT_NAME"
-    INVALID_PAYLOAD = "INVALID_PAYLOAD"
-    SUBSCRIPTION_ENDED = "REALTIME_SUBSCRIPTION_ENDED"
-    CHANGES_UNAVAILABLE = "CHANGES_UNAVAILABLE"
-    INVALID_SINCE = "INVALID_SINCE"
-    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-    PUBLISH_FAILED = "PUBLISH_FAILED"
-    RATE_LIMITED = "RATE_LIMITED"
-    TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
-    INVALID_PRESENCE_STATE = "INVALID_PRESENCE_STATE"
-    PRESENCE_DISABLED = "PRESENCE_DISABLED"
-
-
-class Auth(msgspec.Struct, forbid_unknown_fields=False):
-    token: str
-    id: str | int | None = None
-
-
-class Subscribe(msgspec.Struct, forbid_unknown_fields=False):
-    channel: str
-    filter: dict[str, Any] | None = None
-    id: str | int | None = None
-    # resume after this point: a channel position (int >= 0) or a message id (uuid)
-    since: int | str | None = None
-
-
-def since_error(since: int | str | None) -> str | None:
-    """Why a `since` value is refused; None when it is usable (or absent)."""
-    if since is None:
-        return None
-    if isinstance(since, bool) or (isinstance(since, int) and not 0 <= since < 2**63):
-        return "since must be a position (an integer >= 0) or a message id (a UUID)"
-    if isinstance(since, str):
-        try:
-            uuid.UUID(since)
-        except ValueError:
-            return "since must be a position (an integer >= 0) or a message id (a UUID)"
-    return None
-
-
-class Unsubscribe(msgspec.Struct, forbid_unknown_fields=False):
-    channel: str
-    id: str | int | None = None
-
-
-class Publish(msgspec.Struct, forbid_unknown_fields=False):
-    channel: str
-    event: str
-    payload: dict[str, Any]
-    id: str | int | None = None
-
-
-class Ping(msgspec.Struct, forbid_unknown_fields=False):
-    id: str | int | None = None
-
-
-class PresenceSet(msgspec.Struct, forbid_unknown_fields=False):
-    channel: str
-    state: dict[str, Any] | None  # null clears it
-    id: str | int | None = None
-
 
 FRAME_TYPES: dict[str, type[msgspec.Struct]] = {
     "auth": Auth,
@@ -152,47 +108,6 @@ def _request_id(obj: dict) -> str | int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value if MIN_REQUEST_ID <= value <= MAX_REQUEST_ID else None
     return None
-
-
-def _has_nul(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value)  # the keys
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
-
-
-def payload_error(payload: dict[str, Any], raw: bytes | None = None) -> str | None:
-    """Why a publish payload (already a dict) cannot be stored, or None. `raw`, the
-    frame it came from, spares the search for U+0000 when it holds no such escape."""
-    try:
-        orjson.dumps(payload)  # what the publisher does: a few percent of the decoding
-    except orjson.JSONEncodeError as exc:
-        if "Recursion" in str(exc):
-            return f"payload must not be nested more than {MAX_PAYLOAD_DEPTH} levels deep"
-        if "Integer" in str(exc):
-            return "payload integers must be between -2^63 and 2^64-1"
-        return f"payload cannot be encoded: {exc}"
-    if (raw is None or b"\\u0000" in raw) and _has_nul(payload):
-        return "payload must not contain the character U+0000"
-    return None
-
-
-def _state_error(state: Any) -> str | None:
-    """Why a presence state is refused (its size is the session's check)."""
-    if state is None:
-        return None
-    if not isinstance(state, dict):
-        return "state must be a JSON object (or null to clear it)"
-    problem = payload_error(state)
-    return problem.replace("payload", "state", 1) if problem is not None else None
 
 
 def parse_frame(data: str | bytes, max_bytes: int) -> Frame:
@@ -243,7 +158,7 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Frame:
         if problem is not None:
             raise FrameError(ErrorCode.INVALID_PAYLOAD, problem, request_id, channel)
     if struct_type is PresenceSet and "state" in obj:
-        problem = _state_error(obj["state"])
+        problem = state_error(obj["state"])
         if problem is not None:
             raise FrameError(ErrorCode.INVALID_PRESENCE_STATE, problem, request_id, channel)
     try:
@@ -264,19 +179,6 @@ def parse_frame(data: str | bytes, max_bytes: int) -> Frame:
             channel,
         )
     return frame
-
-
-def event_name_error(event: str) -> str | None:
-    """Why an event name is refused: empty, too long, or reserved for the server."""
-    if not event.strip():
-        return "event must be a non-empty string"
-    if len(event) > MAX_EVENT_LENGTH:
-        return f"event must be at most {MAX_EVENT_LENGTH} characters"
-    if event.startswith(RESERVED_EVENT_PREFIXES):
-        return f"event names starting with {', '.join(RESERVED_EVENT_PREFIXES)} are reserved"
-    if _CONTROL.search(event):
-        return "event must not contain control characters"
-    return None
 
 
 def encode(obj: dict) -> bytes:

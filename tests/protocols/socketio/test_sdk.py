@@ -1,0 +1,187 @@
+"""The official InsForge SDK (`@insforge/sdk`, pinned in node/package.json) against a
+real server: Node runs node/client.mjs per client, driven over stdin/stdout in JSON
+lines, so these tests see what an InsForge app sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import API_KEY, Server, make_settings
+
+from pgrealtime.config import Settings
+
+NODE_DIR = Path(__file__).parent / "node"
+ANON_KEY = "anon_sdk_test_key"
+
+
+@pytest.fixture(scope="session")
+def sdk() -> Path:
+    """node_modules installed (by .ci/run, else here with `npm ci`)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed to run the InsForge SDK (Node 18+)")
+    if not (NODE_DIR / "node_modules" / "@insforge" / "sdk").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
+                       capture_output=True, timeout=300)  # fmt: skip
+    return NODE_DIR
+
+
+@pytest.fixture
+def server_settings() -> Settings:
+    return make_settings(anon_key=ANON_KEY)
+
+
+class SdkClient:
+    """One `createClient` in its own Node process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.seen: list[dict] = []
+
+    @classmethod
+    async def start(cls, sdk: Path) -> SdkClient:
+        proc = await asyncio.create_subprocess_exec(
+            "node", "client.mjs", cwd=sdk, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def send(self, op: str, **fields: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({"op": op, **fields}) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def wait(self, op: str, timeout: float = 15.0, **fields: Any) -> dict:
+        """The next output line with this `op` (and fields); others are kept."""
+        for i, line in enumerate(self.seen):
+            if line["op"] == op and all(line.get(k) == v for k, v in fields.items()):
+                return self.seen.pop(i)
+        assert self.proc.stdout is not None
+        while True:
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            assert raw, "the Node client exited"
+            line = json.loads(raw)
+            if line["op"] == op and all(line.get(k) == v for k, v in fields.items()):
+                return line
+            self.seen.append(line)
+
+    async def call(self, op: str, answer: str, **fields: Any) -> dict:
+        await self.send(op, **fields)
+        return await self.wait(answer)
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def clients(sdk: Path):
+    started: list[SdkClient] = []
+
+    async def start(server: Server, **auth: str) -> SdkClient:
+        client = await SdkClient.start(sdk)
+        started.append(client)
+        reply = await client.call("connect", "connected", baseUrl=server.base, **auth)
+        assert reply["socketId"], reply
+        return client
+
+    yield start
+    for client in started:
+        await client.close()
+
+
+async def test_two_sdk_clients_subscribe_publish_and_receive_with_meta(
+    server: Server, clients
+) -> None:
+    await server.create_channel("chat:*")
+    alice_id = str(uuid.uuid4())
+    alice = await clients(server, accessToken=server.token(sub=alice_id))
+    bob = await clients(server, accessToken=server.token())
+    for client in (alice, bob):
+        await client.send("listen", event="said")
+        reply = await client.call("subscribe", "subscribed", channel="chat:1")
+        assert reply["response"]["ok"] is True, reply
+        assert isinstance(reply["response"]["presence"]["members"], list)
+    await alice.call("publish", "published", channel="chat:1", event="said",
+                     payload={"text": "hello"})  # fmt: skip
+    for client in (alice, bob):
+        got = await client.wait("event", event="said")
+        data = got["data"]
+        assert data["text"] == "hello"
+        meta = data["meta"]
+        assert meta["channel"] == "realtime:chat:1"
+        assert meta["senderType"] == "user" and meta["senderId"] == alice_id
+        uuid.UUID(meta["messageId"])
+        assert meta["timestamp"].endswith("Z")
+
+
+async def test_denied_subscribe_is_ok_false_with_an_error(server: Server, clients) -> None:
+    await server.create_channel("private:*")
+    anon = await clients(server, anonKey=ANON_KEY)
+    reply = await anon.call("subscribe", "subscribed", channel="private:1")
+    response = reply["response"]
+    assert response["ok"] is False and response["channel"] == "private:1"
+    assert response["error"]["code"] == "REALTIME_UNAUTHORIZED" and response["error"]["message"]
+    missing = await anon.call("subscribe", "subscribed", channel="nowhere")
+    assert missing["response"]["error"]["code"] == "REALTIME_CHANNEL_NOT_FOUND"
+
+
+async def test_unsubscribe_stops_delivery(server: Server, clients) -> None:
+    await server.create_channel("chat:*")
+    listener = await clients(server, accessToken=server.token())
+    talker = await server.connect(server.token())
+    await talker.subscribe("chat:1")
+    await talker.subscribe("chat:2")
+    await listener.send("listen", event="tick")
+    await listener.send("listen", event="marker")
+    await listener.call("subscribe", "subscribed", channel="chat:1")
+    await talker.publish("chat:1", "tick", {"n": 1})
+    assert (await listener.wait("event", event="tick"))["data"]["n"] == 1
+    await listener.call("unsubscribe", "unsubscribed", channel="chat:1")
+    # the subscribe ack that follows proves the server handled the unsubscribe first
+    await listener.call("subscribe", "subscribed", channel="chat:2")
+    await talker.publish("chat:1", "tick", {"n": 2})
+    await talker.publish("chat:2", "marker", {})
+    await listener.wait("event", event="marker")
+    assert not [s for s in listener.seen if s["op"] == "event" and s["event"] == "tick"]
+
+
+async def test_an_invalid_token_is_a_connect_error(server: Server, sdk: Path) -> None:
+    client = await SdkClient.start(sdk)
+    try:
+        await client.send("connect", baseUrl=server.base, accessToken="not.a.token")
+        reply = await client.wait("connect_error")
+        assert "Invalid token" in reply["message"], reply
+        assert reply["data"]["code"] == "INVALID_TOKEN"
+    finally:
+        await client.close()
+
+
+async def test_raw_websocket_and_sdk_clients_exchange_both_ways(server: Server, clients) -> None:
+    await server.create_channel("mix:*")
+    sdk_client = await clients(server, accessToken=server.token())
+    await sdk_client.send("listen", event="from_raw")
+    await sdk_client.call("subscribe", "subscribed", channel="mix:1")
+    raw = await server.connect(server.token())
+    await raw.subscribe("mix:1")
+    published = await raw.publish("mix:1", "from_raw", {"a": 1})
+    got = await sdk_client.wait("event", event="from_raw")
+    assert got["data"]["a"] == 1 and got["data"]["meta"]["messageId"] == published["messageId"]
+    await sdk_client.call("publish", "published", channel="mix:1", event="from_sdk",
+                          payload={"b": 2})  # fmt: skip
+    message = await raw.expect("message", event="from_sdk")
+    assert message["payload"] == {"b": 2}
+
+
+async def test_admin_client_with_the_api_key(server: Server, clients) -> None:
+    await server.create_channel("ops:*")
+    admin = await clients(server, apiKey=API_KEY)
+    reply = await admin.call("subscribe", "subscribed", channel="ops:1")
+    assert reply["response"]["ok"] is True
