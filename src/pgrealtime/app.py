@@ -17,6 +17,7 @@ from pgrealtime.api import channels, health, messages, openapi, permissions, tab
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth import Authenticator
+from pgrealtime.changes.cluster import ClusterFeed
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
@@ -150,13 +151,19 @@ async def _database(app: web.Application):
         TableAllowList(settings.changes_tables),
         wrap=websocket_text_frame,
     )
-    if feed is not None:
-        feed.on_batch(db_channels.deliver)
+    cluster_feed = None
+    if feed is not None:  # one slot reader per database, changes relayed to the others
+        cluster_feed = ClusterFeed(
+            feed, pool, url, app[keys.ORIGIN], keep_seconds=settings.changes_relay_keep_seconds
+        )
+        db_channels.feed = cluster_feed
+        cluster_feed.on_batch(db_channels.deliver, db_channels.has_subscribers)
         try:
-            await feed.start()
+            await cluster_feed.start()
         except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
             log.warning("change notifications are off: %s", exc)
-        app[keys.HEALTH_EXTRAS]["changes"] = feed.status
+        app[keys.HEALTH_EXTRAS]["changes"] = cluster_feed.status
+        app[keys.HEALTH_EXTRAS]["cluster"] = cluster_feed.leadership.describe
     app[keys.CHANGES] = feed
     app[keys.HUB] = hub
     app[keys.DELIVERY] = delivery
@@ -207,8 +214,8 @@ async def _database(app: web.Application):
             await task
     await listener.stop()
     await revalidator.stop()
-    if feed is not None:
-        await feed.stop()
+    if cluster_feed is not None:
+        await cluster_feed.stop()
     await delivery.stop()
     await publisher.close()
     await pool.close()

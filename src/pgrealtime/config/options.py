@@ -570,6 +570,19 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         zero="retry for ever",
     ),
+    _o(
+        "changes_relay_keep_seconds",
+        float,
+        300.0,
+        "changes",
+        "relayed change batches (from the process reading the slot to the others on the "
+        "database) are kept this long, so a process that lost its connection catches up",
+        "how long batches relayed from the process reading the replication slot to the "
+        "other processes on the database stay in `realtime.change_relay`: a process whose "
+        "connection dropped for longer misses what was relayed meanwhile "
+        "([changes.md](changes.md#several-processes))",
+        minimum=1,
+    ),
     # --- serve: logging ------------------------------------------------------------
     _o(
         "log_level",

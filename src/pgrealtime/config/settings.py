@@ -71,6 +71,7 @@ class Settings:
     replication_slot: str = _d("replication_slot")
     publication: str = _d("publication")
     changes_max_failures: int = _d("changes_max_failures")
+    changes_relay_keep_seconds: float = _d("changes_relay_keep_seconds")
     changes_tables: list[str] = _d("changes_tables")  # noqa: RUF009
 
 
