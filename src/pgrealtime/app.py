@@ -84,14 +84,16 @@ async def open_pool(url: str, size: int) -> asyncpg.Pool:
     )
 
 
-def create_app(settings: Settings, database_url: str) -> web.Application:
-    """The aiohttp application; `database_url` is the resolved PostgreSQL URL."""
+def create_app(settings: Settings, database_url: str, *, migrate: bool = True) -> web.Application:
+    """The aiohttp application; `database_url` is the resolved PostgreSQL URL.
+    `migrate=False`: the schema is current already (a worker: its parent migrated)."""
     assert settings.jwt_secret and settings.api_key
     app = web.Application(
         middlewares=[error_middleware, admin_middleware], client_max_size=1024 * 1024
     )
     app[keys.SETTINGS] = settings
     app[keys.DATABASE_URL] = database_url
+    app[keys.MIGRATE] = migrate
     app[keys.AUTHENTICATOR] = Authenticator(
         settings.jwt_secret, settings.api_key, require_exp=settings.jwt_require_exp
     )
@@ -120,11 +122,12 @@ async def _database(app: web.Application):
     """Pool and migrations first; then delivery, listener and timers; undone in reverse."""
     settings: Settings = app[keys.SETTINGS]
     url = app[keys.DATABASE_URL]
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
+    if app[keys.MIGRATE]:
+        conn = await asyncpg.connect(url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
     pool = await open_pool(url, settings.db_pool_size)
     app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)

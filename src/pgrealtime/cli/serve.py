@@ -11,6 +11,7 @@ from typing import Any
 
 from pgrealtime import __version__, keys
 from pgrealtime.cli.database import database
+from pgrealtime.cli.workers import Supervisor, worker_index
 from pgrealtime.config import (
     Settings,
     add_connection_flags,
@@ -18,6 +19,7 @@ from pgrealtime.config import (
     ensure_secrets,
     settings_from_args,
 )
+from pgrealtime.config.validate import worker_count
 
 DESCRIPTION = """\
 Run the server: WebSocket pub/sub on /realtime, the REST API on /api/realtime, and
@@ -121,9 +123,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
+    count = worker_count(settings.workers) or 1
+    index = worker_index()
     with database(settings) as url:
-        app = create_app(settings, url)
-        app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))
+        if count > 1 and index is None:  # the parent: migrate, then run the workers
+            loop.close()
+            print(f"pgrealtime: starting {count} workers on port {settings.port}", flush=True)
+            return Supervisor(args.argv, url, count).run()
+        app = create_app(settings, url, migrate=index is None)  # the parent migrated
+        if not index:  # one banner: a single server, or the first worker
+            app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))
         app.on_startup.append(_settle_gc)
         web.run_app(
             app,
@@ -133,5 +142,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=None,
             shutdown_timeout=10,
             loop=loop,
+            reuse_port=index is not None,  # workers share the port
         )
     return 0

@@ -157,6 +157,19 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o("port", int, 7130, "server", "HTTP and WebSocket port", "HTTP and WebSocket port"),
     _o(
+        "workers",
+        str,
+        "1",
+        "server",
+        "server processes sharing the port (SO_REUSEPORT) under one parent that starts the "
+        "embedded PostgreSQL and migrates once, restarts a worker that dies and drains all "
+        "on SIGTERM; auto = one per CPU core",
+        "server processes sharing the port (`SO_REUSEPORT`), each using one core, under "
+        "one parent that starts the embedded PostgreSQL and migrates once, restarts a "
+        "worker that dies and drains them all on SIGTERM; `auto` = one per CPU core "
+        "([operating.md](operating.md#workers))",
+    ),
+    _o(
         "jwt_require_exp",
         bool,
         True,
