@@ -22,9 +22,11 @@ from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import Settings
+from pgrealtime.config.validate import broker_servers
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.bus.base import Bus
+from pgrealtime.engine.bus.nats_bus import NatsBus
 from pgrealtime.engine.bus.pg_notify import Listener
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
@@ -197,9 +199,17 @@ async def _database(app: web.Application):
     )
     revalidator = Revalidator(app[keys.SESSIONS].live, pool)
     app[keys.REVALIDATOR] = revalidator
-    listener: Bus = Listener(
-        url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
-    )
+    listener: Bus
+    servers = broker_servers(settings.broker_url)
+    if servers:  # NATS carries the messages themselves (engine/bus/nats_bus.py)
+        bus = NatsBus(servers, url, pool, delivery, app[keys.ORIGIN], revalidator.request)
+        publisher.on_stored = bus.publish_stored
+        app[keys.HEALTH_EXTRAS]["bus"] = bus.describe
+        listener = bus
+    else:
+        listener = Listener(
+            url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
+        )
     publisher.on_lost_reply = listener.deliver_own
     listener.start()
     app[keys.LISTENER] = listener

