@@ -14,9 +14,10 @@ from types import ModuleType
 
 from bench.harness.sizes import Sizes
 
-NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks")
+NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks", "cluster")
 # these measure their baseline inside the server run and return {"server", "baseline"}
-OWN_BASELINE = frozenset({"changes", "webhooks"})
+# (cluster: {"server"} holding its three configurations)
+OWN_BASELINE = frozenset({"changes", "webhooks", "cluster"})
 # extra `pgrealtime serve` flags: the webhook receiver is on loopback
 SERVER_ARGS = {"webhooks": ["--webhook-allow-private-networks"]}
 
