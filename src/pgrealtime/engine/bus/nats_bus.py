@@ -170,6 +170,10 @@ class NatsBus:
             "reads_sql_publishes": self._sql_running,
         }
 
+    def describe_cluster(self) -> dict[str, object]:
+        """The members and the SQL-publish reader, for /health (see pg_leader)."""
+        return {} if self.leadership is None else self.leadership.describe()
+
     def problem(self) -> str | None:
         """Why the bus is degraded, for anyone asking /health (None when it is not);
         the error itself (with addresses) is in `describe`, for admins."""
