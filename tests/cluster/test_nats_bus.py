@@ -120,5 +120,15 @@ async def test_nats_cluster_delivers_once_in_order_and_survives_a_broker_restart
                 assert await peer.until(61) == list(range(1, 62))
             for proc in procs:
                 assert (await _health(proc))["status"] == "ok"
+            # wsAudienceCount counts the subscribers reached on every process
+            counts = set()
+            for _ in range(100):
+                counts = {r[0] for r in await db.fetch(
+                    "SELECT ws_audience_count FROM realtime.messages WHERE channel_name = $1",
+                    CHANNEL)}  # fmt: skip
+                if counts == {len(peers)}:
+                    break
+                await asyncio.sleep(0.1)
+            assert counts == {len(peers)}
     finally:
         await db.close()
