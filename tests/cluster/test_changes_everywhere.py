@@ -70,9 +70,9 @@ async def _cluster(procs: list[Proc]) -> list[dict]:
 
 
 async def test_changes_reach_every_process_once_in_order_across_a_failover(
-    processes: ProcFactory, db_url: str
+    processes: ProcFactory, db_url: str, broker_args: list[str]
 ) -> None:
-    procs = [processes() for _ in range(PROCESSES)]
+    procs = [processes(*broker_args) for _ in range(PROCESSES)]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -129,6 +129,10 @@ async def test_changes_reach_every_process_once_in_order_across_a_failover(
                     continue
                 assert await subscriber.until(3 * ROWS) == list(range(3 * ROWS))
                 await subscriber.nothing_more()
+            if broker_args:  # the standbys took the relayed rows from the bus
+                relay = [(await p.health())["details"]["changes"]["relay"] for p in survivors]
+                assert all(r["over_bus"] for r in relay), relay
+                assert sum(r["rows_from_bus"] for r in relay) > 0, relay
             print(f"\nslot taken over {took:.1f}s after the holder was killed")
             assert took < 10  # within 1 s poll + the slot's release; 5 s on a quiet machine
     finally:

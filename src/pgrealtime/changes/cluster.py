@@ -26,7 +26,7 @@ import asyncpg
 
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.model import RowChange
-from pgrealtime.changes.relay import RelayReader, RelayWriter
+from pgrealtime.changes.relay import BUS_POLL_SECONDS, RelayReader, RelayWriter
 from pgrealtime.changes.skips import SkipCounter
 from pgrealtime.engine.bus.pg_leader import PgLeadership
 
@@ -38,6 +38,8 @@ CATCH_UP_SECONDS = 5.0
 _SKIPPED = 2**62  # "every change of this transaction", for batches nobody here wanted
 
 Handler = Callable[[list[RowChange]], Awaitable[None]]
+# a bus's named stream: (name, on_message, on_catch_up) -> send
+Stream = Callable[[str, Callable[[bytes], None], Callable[[], None]], Callable[[bytes], None]]
 
 
 class ClusterFeed:
@@ -68,6 +70,14 @@ class ClusterFeed:
         self._applied: tuple[int, int] = (0, -1)  # (lsn, index) delivered last
         self._lock = asyncio.Lock()  # one batch at a time, in order
         self.duplicates = 0  # changes dropped as delivered already
+
+    def ride(self, stream: Stream) -> None:
+        """Relay over a bus (`NatsBus.stream`, before it starts): each row still goes
+        to the table (the source of truth, for catch-up), but travels on the bus
+        instead of a NOTIFY, and the others deliver it without reading the table,
+        which they read only for a gap, a bus outage, or every BUS_POLL_SECONDS."""
+        self.writer.send = stream("changes", self.reader.offer, self.reader.catch_up)
+        self.reader.poll_seconds = BUS_POLL_SECONDS
 
     def on_batch(self, handler: Handler, wanted: Callable[[], bool]) -> None:
         self._handler = handler
@@ -111,6 +121,8 @@ class ClusterFeed:
             "skipped_rows": self.reader.skipped_rows,
             "left_out_columns": self.writer.left_out,
             "duplicates_dropped": self.duplicates,
+            "over_bus": self.writer.send is not None,
+            "rows_from_bus": self.reader.offered,
         }
         return status
 

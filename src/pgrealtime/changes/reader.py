@@ -211,8 +211,8 @@ def prepare(config: ReaderConfig) -> Prepared:
                         ).format(sql.Identifier(config.publication))
                     )
                     log.info("created publication %s (empty)", config.publication)
-                except psycopg2.errors.DuplicateObject:
-                    pass  # another process created it meanwhile
+                except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+                    pass  # another process created it meanwhile (the catalog's index may say so)
                 except psycopg2.errors.InsufficientPrivilege as exc:
                     raise FeedDisabled(
                         f"cannot create publication {config.publication}: "

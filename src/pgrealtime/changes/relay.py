@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import msgspec
 import orjson
 
 from pgrealtime.changes.model import RowChange
@@ -37,8 +39,15 @@ CHANNEL = "realtime_change_relay"
 INSERT_SQL = (
     "WITH r AS (INSERT INTO realtime.change_relay (origin, end_lsn, changes)"
     " VALUES ($1, $2, $3) RETURNING id)"
-    f" SELECT pg_notify('{CHANNEL}', id::text) FROM r"
+    f" SELECT id, pg_notify('{CHANNEL}', id::text) FROM r"
 )
+# With a broker the row travels on the bus instead of a NOTIFY.
+INSERT_QUIET_SQL = (
+    "INSERT INTO realtime.change_relay (origin, end_lsn, changes) VALUES ($1, $2, $3) RETURNING id"
+)
+# With a broker, how often a process looks at the table anyway (a bus message that was
+# lost, with no later one to show the gap).
+BUS_POLL_SECONDS = 2.0
 # Rows past the last one seen, a page at a time; the changes only when someone here
 # subscribes to a table (otherwise only the positions move on).
 READ_SQL = (
@@ -89,6 +98,11 @@ def decode_changes(data: bytes) -> list[RowChange]:
     return [RowChange(**fields) for fields in orjson.loads(data)]
 
 
+# A relay row on a bus: (id, origin, end_lsn, changes)
+_envelope = msgspec.msgpack.Encoder()
+_unwrap = msgspec.msgpack.Decoder(tuple[int, str, int, bytes])
+
+
 class RelayWriter:
     """The slot holder's side: one row per delivered batch, and pruning."""
 
@@ -98,12 +112,19 @@ class RelayWriter:
         self.keep_seconds = keep_seconds
         self._pruned_at = 0.0
         self.left_out = 0  # columns left out of relayed changes (not encodable)
+        # a bus's send (NatsBus.stream): the row goes there, no NOTIFY
+        self.send: Callable[[bytes], None] | None = None
 
     async def write(self, changes: list[RowChange]) -> None:
         if not changes:
             return
         body = encode_changes(changes, self._left_out)
-        await self.pool.execute(INSERT_SQL, self.origin, changes[-1].lsn, body)
+        end_lsn = changes[-1].lsn
+        if self.send is None:
+            await self.pool.execute(INSERT_SQL, self.origin, end_lsn, body)
+        else:
+            row_id = await self.pool.fetchval(INSERT_QUIET_SQL, self.origin, end_lsn, body)
+            self.send(_envelope.encode((row_id, self.origin, end_lsn, body)))
         now = asyncio.get_running_loop().time()
         if now - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._pruned_at = now
@@ -143,6 +164,10 @@ class RelayReader:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # everything notified so far has been read
+        self._offers: deque[dict[str, Any]] = deque()  # rows that came over a bus
+        self._read_table = True  # read the table at the next wake (else only offers)
+        self.poll_seconds: float | None = None  # with a bus: BUS_POLL_SECONDS
+        self.offered = 0  # rows taken from the bus without reading the table
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="change-relay")
@@ -172,7 +197,21 @@ class RelayReader:
         return True
 
     def _on_notify(self, *_args: object) -> None:
+        self._read_table = True
         self._wake.set()
+
+    def offer(self, data: bytes) -> None:
+        """A relay row that came over a bus: delivered without reading the table if it
+        is the next one; otherwise (a gap: a bus message was lost) the table is read."""
+        row_id, origin, end_lsn, changes = _unwrap.decode(data)
+        self._offers.append(
+            {"id": row_id, "origin": origin, "end_lsn": end_lsn, "changes": changes}
+        )
+        self._wake.set()
+
+    def catch_up(self) -> None:
+        """Read the table now (the bus was cut off: rows may have been missed)."""
+        self._on_notify()
 
     async def _run(self) -> None:
         while True:
@@ -186,7 +225,7 @@ class RelayReader:
                     self.last_id = await conn.fetchval(
                         "SELECT coalesce(max(id), 0) FROM realtime.change_relay"
                     )
-                self._wake.set()  # read what came while the connection was down
+                self._on_notify()  # read what came while the connection was down
                 self.connected.set()
                 await self._read_loop(conn, lost)
             except asyncio.CancelledError:
@@ -205,10 +244,20 @@ class RelayReader:
             self._idle.set()
             waiter = asyncio.create_task(self._wake.wait())
             lost_waiter = asyncio.create_task(lost.wait())
-            await asyncio.wait({waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiter, lost_waiter},
+                timeout=self.poll_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             waiter.cancel()
             lost_waiter.cancel()
             self._wake.clear()
+            if not done:  # the poll: a lost bus message with nothing after it
+                self._read_table = True
+            await self._take_offers()
+            if not self._read_table:
+                continue
+            self._read_table = False
             while not lost.is_set():
                 rows = await conn.fetch(READ_SQL, self.last_id, self.wanted())
                 for row in rows:
@@ -217,6 +266,22 @@ class RelayReader:
                 if len(rows) < 100:
                     break
         raise ConnectionError("change relay connection terminated")
+
+    async def _take_offers(self) -> None:
+        """Rows from the bus, in order, while each is the next one."""
+        while self._offers and self.last_id is not None:
+            row = self._offers.popleft()
+            if row["id"] <= self.last_id:
+                continue  # read from the table already
+            if row["id"] != self.last_id + 1:
+                self._offers.clear()  # a gap: the table has them all
+                self._read_table = True
+                return
+            if not self.wanted():
+                row["changes"] = None
+            await self._deliver_row(row)
+            self.last_id = row["id"]
+            self.offered += 1
 
     async def _deliver_row(self, row: Any) -> None:
         if row["origin"] == self.origin:

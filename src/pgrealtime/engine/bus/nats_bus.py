@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
@@ -90,6 +90,13 @@ async def cluster_name(conn: asyncpg.Connection) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
+def _bytes_to(on_message: Callable[[bytes], None]) -> Callable[[object], Awaitable[None]]:
+    async def callback(msg: object) -> None:
+        on_message(msg.data)  # type: ignore[attr-defined]
+
+    return callback
+
+
 class _Republish:
     """The SQL listener's sink: fan out here and publish on NATS."""
 
@@ -130,7 +137,9 @@ class NatsBus:
         self.published = 0  # batches sent
         self.resyncs = 0  # catch-ups from PostgreSQL
         self._nc = None  # nats.aio.client.Client once connected
-        self._outbox: list[bytes] = []
+        self._outbox: list[tuple[str, bytes]] = []  # (subject, data)
+        # other streams riding on the bus: name -> (on_message, on_catch_up)
+        self._streams: dict[str, tuple[Callable[[bytes], None], Callable[[], None]]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._channels = Listener(url, delivery, origin, on_channels_changed, messages=False)
@@ -182,8 +191,26 @@ class NatsBus:
     # -- sending --------------------------------------------------------------
     def publish_stored(self, messages: list[StoredMessage]) -> None:
         """A batch stored (and fanned out) here: to every other process."""
-        self._outbox.append(encode_batch(self.origin, messages))
+        self._outbox.append((self.subject, encode_batch(self.origin, messages)))
         self._wake.set()
+
+    def stream(
+        self, name: str, on_message: Callable[[bytes], None], on_catch_up: Callable[[], None]
+    ) -> Callable[[bytes], None]:
+        """Another kind of traffic on the bus (the change relay; presence next): every
+        process's `on_message` gets the bytes any process sends with the returned
+        function, on subject `pgrt.<cluster>.<name>` (a process gets its own too).
+        At-most-once like any NATS message: `on_catch_up` runs when a process may have
+        missed some (it reconnected, or another one did) and must read what it missed
+        from its source of truth. Register before `start`."""
+        self._streams[name] = (on_message, on_catch_up)
+
+        def send(data: bytes) -> None:
+            if self.subject:  # named once the cluster is known
+                self._outbox.append((self.subject.rpartition(".")[0] + "." + name, data))
+                self._wake.set()
+
+        return send
 
     def deliver_own(self, message_ids: list[str]) -> None:
         """Publishes whose reply was lost: if they were stored, fan them out here and
@@ -245,6 +272,8 @@ class NatsBus:
                 await asyncio.sleep(RETRY_SECONDS)
         await self._nc.subscribe(self.subject, cb=self._on_batch)
         await self._nc.subscribe(self.resync_subject, cb=self._on_resync)
+        for stream, (on_message, _) in self._streams.items():
+            await self._nc.subscribe(f"pgrt.{name}.{stream}", cb=_bytes_to(on_message))
         await self._nc.flush()
         self.reason = None
         self.connected.set()
@@ -256,9 +285,9 @@ class NatsBus:
             await self._wake.wait()
             self._wake.clear()
             outbox, self._outbox = self._outbox, []
-            for data in outbox:
+            for subject, data in outbox:
                 try:
-                    await self._nc.publish(self.subject, data)
+                    await self._nc.publish(subject, data)
                     self.published += 1
                 except Exception as exc:  # lost: the others fill the gap from PostgreSQL
                     log.warning("message bus: a batch was not sent: %s", exc)
@@ -296,6 +325,8 @@ class NatsBus:
 
     async def _catch_up(self) -> None:
         """Everything past what each watched channel has seen here, from PostgreSQL."""
+        for _, on_catch_up in self._streams.values():
+            on_catch_up()
         watched = self.delivery.tracked()
         self.resyncs += 1
         if not watched:

@@ -33,14 +33,16 @@ LOCK_CLASS = 0x70677274
 APP_PREFIX = "pgrealtime member "
 POLL_SECONDS = 1.0
 
+# One row per process (a process may hold one such connection per elected job).
 MEMBERS_SQL = (
-    "SELECT a.application_name AS name, a.backend_start,"
-    " EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'"
+    "SELECT a.application_name AS name, min(a.backend_start) AS backend_start,"
+    " bool_or(EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
+    "   AND l.locktype = 'advisory'"
     "   AND l.classid::bigint = ($1::int::bigint & 4294967295)"
-    "   AND l.objid::bigint = (hashtext($2)::bigint & 4294967295) AND l.granted) AS leader"
+    "   AND l.objid::bigint = (hashtext($2)::bigint & 4294967295) AND l.granted)) AS leader"
     " FROM pg_stat_activity a"
     " WHERE a.datname = current_database() AND a.application_name LIKE $3"
-    " ORDER BY a.backend_start"
+    " GROUP BY a.application_name ORDER BY 2"
 )
 
 
