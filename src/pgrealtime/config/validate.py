@@ -24,6 +24,9 @@ def worker_count(value: str) -> int | None:
     return count if count >= 1 else None
 
 
+EMBEDDED_BROKER = "embedded"  # the --workers parent starts a local nats-server
+
+
 def broker_servers(value: str | None) -> list[str]:
     """--broker as a list of NATS URLs (empty: no broker)."""
     return [part.strip() for part in (value or "").split(",") if part.strip()]
@@ -43,9 +46,13 @@ def limits_error(settings: Settings) -> str | None:
             return f"{flag} must be at least 1"
     if worker_count(settings.workers) is None:
         return "--workers must be a number of processes (1 or more) or auto"
-    for server in broker_servers(settings.broker_url):
-        if not server.startswith(("nats://", "tls://")):
-            return f"--broker: {server!r} is not a nats:// or tls:// URL"
+    if (settings.broker_url or "").strip() == EMBEDDED_BROKER:
+        if (worker_count(settings.workers) or 1) < 2:
+            return "--broker embedded needs --workers 2 or more (it joins the workers)"
+    else:
+        for server in broker_servers(settings.broker_url):
+            if not server.startswith(("nats://", "tls://")):
+                return f"--broker: {server!r} is not a nats:// or tls:// URL, nor embedded"
     for pattern in settings.changes_tables:
         schema, dot, table = pattern.partition(".")
         if dot and not (schema and table):
