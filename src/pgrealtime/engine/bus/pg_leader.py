@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 LOCK_CLASS = 0x70677274
 APP_PREFIX = "pgrealtime member "
 POLL_SECONDS = 1.0
+# A machine that vanishes (power, network) does not close its sockets: PostgreSQL
+# probes the lock's connection after 2 s of silence and ends it (releasing the lock)
+# after 2 unanswered probes 1 s apart. Ignored over a Unix socket, where a dead
+# process's socket is closed by its kernel at once.
+KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
+              "tcp_keepalives_count": "2"}  # fmt: skip
 
 # One row per process (a process may hold one such connection per elected job).
 MEMBERS_SQL = (
@@ -123,8 +129,9 @@ class PgLeadership:
         while True:
             try:
                 conn = await asyncpg.connect(
-                    self.url, server_settings={"application_name": self.name}, timeout=5
-                )
+                    self.url, server_settings={"application_name": self.name, **KEEPALIVES},
+                    timeout=5,
+                )  # fmt: skip
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
