@@ -136,6 +136,7 @@ class NatsBus:
         self.received = 0  # batches from other processes
         self.published = 0  # batches sent
         self.resyncs = 0  # catch-ups from PostgreSQL
+        self.dropped = 0  # batches not sent: NATS was not connected
         self._nc = None  # nats.aio.client.Client once connected
         self._outbox: list[tuple[str, bytes]] = []  # (subject, data)
         # other streams riding on the bus: name -> (on_message, on_catch_up)
@@ -176,6 +177,7 @@ class NatsBus:
             "batches_sent": self.published,
             "batches_received": self.received,
             "resyncs": self.resyncs,
+            "batches_not_sent": self.dropped,
             "reads_sql_publishes": self._sql_running,
         }
 
@@ -191,7 +193,15 @@ class NatsBus:
     # -- sending --------------------------------------------------------------
     def publish_stored(self, messages: list[StoredMessage]) -> None:
         """A batch stored (and fanned out) here: to every other process."""
-        self._outbox.append((self.subject, encode_batch(self.origin, messages)))
+        self._enqueue(self.subject, encode_batch(self.origin, messages))
+
+    def _enqueue(self, subject: str, data: bytes) -> None:
+        """Queue for sending; dropped while NATS is not connected (the others catch up
+        from PostgreSQL when it is back: see `_reconnected`), so nothing piles up."""
+        if not self.connected.is_set():
+            self.dropped += 1
+            return
+        self._outbox.append((subject, data))
         self._wake.set()
 
     def stream(
@@ -206,9 +216,7 @@ class NatsBus:
         self._streams[name] = (on_message, on_catch_up)
 
         def send(data: bytes) -> None:
-            if self.subject:  # named once the cluster is known
-                self._outbox.append((self.subject.rpartition(".")[0] + "." + name, data))
-                self._wake.set()
+            self._enqueue(self.subject.rpartition(".")[0] + "." + name, data)
 
         return send
 
@@ -275,6 +283,8 @@ class NatsBus:
         for stream, (on_message, _) in self._streams.items():
             await self._nc.subscribe(f"pgrt.{name}.{stream}", cb=_bytes_to(on_message))
         await self._nc.flush()
+        if self.dropped:  # NATS was unreachable at start while this process stored some
+            await self._reconnected()
         self.reason = None
         self.connected.set()
         await self._send_loop()
@@ -290,7 +300,9 @@ class NatsBus:
                     await self._nc.publish(subject, data)
                     self.published += 1
                 except Exception as exc:  # lost: the others fill the gap from PostgreSQL
-                    log.warning("message bus: a batch was not sent: %s", exc)
+                    self.dropped += 1
+                    if self.connected.is_set():
+                        log.warning("message bus: a batch was not sent: %s", exc)
 
     async def _disconnected(self) -> None:
         if self.connected.is_set():
