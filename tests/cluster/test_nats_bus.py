@@ -132,3 +132,29 @@ async def test_nats_cluster_delivers_once_in_order_and_survives_a_broker_restart
             assert counts == {len(peers)}
     finally:
         await db.close()
+
+
+async def test_a_broker_down_at_start_is_caught_up_when_it_comes(
+    processes: ProcFactory, nats_server: Nats
+) -> None:
+    """Processes started while NATS is down serve (degraded), and what they stored
+    meanwhile reaches the other process's subscribers once NATS is up."""
+    nats_server.stop()
+    procs = [processes("--broker", nats_server.url) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await proc.wait_healthy()  # 200 while degraded
+        assert (await _health(proc))["status"] == "degraded"
+    token = jwt.encode({"sub": str(uuid.uuid4()), "exp": 2**31}, JWT_SECRET, "HS256")
+    async with aiohttp.ClientSession(headers=ADMIN) as admin:
+        async with admin.post(procs[0].base + "/api/realtime/channels",
+                              json={"pattern": "room:*"}) as resp:  # fmt: skip
+            assert resp.status == 201
+    async with aiohttp.ClientSession() as http:
+        local, remote = await _peer(http, procs[0], token), await _peer(http, procs[1], token)
+        for n in range(5):
+            await local.publish(n)
+        assert await local.until(5, acks=5) == [1, 2, 3, 4, 5]
+        await nats_server.start()
+        assert await remote.until(5) == [1, 2, 3, 4, 5]
