@@ -136,8 +136,15 @@ async def _database(app: web.Application):
     delivery = Ordering(hub, pool, encode=message_frame)
     delivery.start()
     # each publish lane keeps its own connection (no pool round trip per batch)
+    # with a broker, the bus carries this process's publishes: no NOTIFY for them
+    # (db/functions/notify_message.sql)
+    quiet = "quiet:" if broker_servers(settings.broker_url) else ""
     publisher = Publisher(
-        pool, delivery, app[keys.ORIGIN], dsn=url, max_batch_bytes=settings.publish_batch_bytes
+        pool,
+        delivery,
+        quiet + app[keys.ORIGIN],
+        dsn=url,
+        max_batch_bytes=settings.publish_batch_bytes,
     )
     await publisher.start()
     app[keys.PUBLISHER] = publisher

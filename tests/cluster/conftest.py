@@ -99,6 +99,9 @@ async def processes(db_url: str, tmp_path: Path) -> AsyncIterator[ProcFactory]:
             PGREALTIME_USER_PUBLISH_RATE="0",
             PGREALTIME_USER_PUBLISH_BYTES_RATE="0",
             PGREALTIME_MAX_CONNECTIONS_PER_IP="0",
+            # given, so processes started together do not race to create it in the
+            # shared data dir (ensure_secrets writes one file with a fixed temp name)
+            PGREALTIME_WEBHOOK_SECRET="w" * 32,
             **env,
         )
         proc = Proc(list(args), environment, tmp_path / f"serve{len(made)}-{os.getpid()}.log")

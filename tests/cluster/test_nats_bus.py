@@ -86,6 +86,8 @@ async def test_nats_cluster_delivers_once_in_order_and_survives_a_broker_restart
             async with admin.get(proc.base + "/health") as resp:
                 readers += (await resp.json())["details"]["bus"]["reads_sql_publishes"]
     assert readers == 1  # SQL publishes are read once per cluster
+    notices: list[str] = []
+    await db.add_listener("realtime_message", lambda *a: notices.append(a[3]))
     try:
         async with aiohttp.ClientSession() as http:
             peers = [await _peer(http, proc, token) for proc in procs for _ in range(2)]
@@ -97,6 +99,8 @@ async def test_nats_cluster_delivers_once_in_order_and_survives_a_broker_restart
                     await db.execute("SELECT realtime.publish($1, 'sql', '{}'::jsonb)", CHANNEL)
             for peer in peers:
                 assert await peer.until(50) == list(range(1, 51))
+            # the bus carries the processes' publishes: PostgreSQL NOTIFYs only SQL's
+            assert len(notices) == 10 and {n.partition(":")[2] for n in notices} == {""}
 
             # the broker goes away: still serving, degraded, publishes stored
             nats_server.stop()

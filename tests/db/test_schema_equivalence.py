@@ -23,6 +23,8 @@ CHANGED_FUNCTIONS = {
     "realtime.publish_items(jsonb,text)",
     "realtime.visible_keys(text,text[],text[],text)",
     "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+    # no NOTIFY for a server whose messages a broker carries (the scale-out issue)
+    "realtime.notify_message()",
 }
 
 # Objects of the schema files after the baseline (not in the legacy migrations): left
@@ -156,6 +158,7 @@ async def test_squashed_schema_equals_the_legacy_migrations(
     for signature in CHANGED_FUNCTIONS - {
         "realtime.allowed_roles()",
         "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
+        "realtime.notify_message()",
     }:
         old = legacy["functions"][signature]
         assert "('anon', 'authenticated', 'project_admin')" in old

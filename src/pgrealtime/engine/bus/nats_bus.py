@@ -283,8 +283,12 @@ class NatsBus:
         for stream, (on_message, _) in self._streams.items():
             await self._nc.subscribe(f"pgrt.{name}.{stream}", cb=_bytes_to(on_message))
         await self._nc.flush()
-        if self.dropped:  # NATS was unreachable at start while this process stored some
-            await self._reconnected()
+        # NATS may have come late: read what the others stored meanwhile (their
+        # resync may have gone out before this process listened), and have them
+        # read what this one stored
+        await self._catch_up()
+        if self.dropped:
+            await self._nc.publish(self.resync_subject, self.origin.encode())
         self.reason = None
         self.connected.set()
         await self._send_loop()
