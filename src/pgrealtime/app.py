@@ -135,10 +135,10 @@ async def _database(app: web.Application):
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
     delivery = Ordering(hub, pool, encode=message_frame)
     delivery.start()
-    # each publish lane keeps its own connection (no pool round trip per batch)
     # with a broker, the bus carries this process's publishes: no NOTIFY for them
     # (db/functions/notify_message.sql)
     quiet = "quiet:" if broker_servers(settings.broker_url) else ""
+    # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
         pool,
         delivery,
@@ -214,7 +214,7 @@ async def _database(app: web.Application):
         app[keys.HEALTH_EXTRAS]["bus"] = bus.describe
         if cluster_feed is not None:  # db: changes relayed over the bus too
             cluster_feed.ride(bus.stream)
-        if cluster_feed is None:  # the members and leader as the bus's election sees them
+        else:  # the members and leader as the bus's election sees them
             app[keys.HEALTH_EXTRAS]["cluster"] = bus.describe_cluster
         listener = bus
     else:
