@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 
 import orjson
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# Which machine and process wrote a line: with --workers (and several machines) the
+# lines of many processes meet in one stream.
+_HOST = socket.gethostname()
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +23,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "host": _HOST,
+            "pid": record.process,
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
@@ -31,7 +37,9 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
