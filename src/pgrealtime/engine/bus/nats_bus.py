@@ -253,8 +253,14 @@ class NatsBus:
     async def _run(self) -> None:
         import nats  # the optional dependency, only with --broker
 
-        async with self.pool.acquire() as conn:
-            name = await cluster_name(conn)
+        while True:  # the database may be down at start: the bus waits for it
+            try:
+                async with self.pool.acquire() as conn:
+                    name = await cluster_name(conn)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.reason = f"database: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(RETRY_SECONDS)
         self.subject = f"pgrt.{name}.messages"
         self.resync_subject = f"pgrt.{name}.resync"
         self.leadership = PgLeadership(
