@@ -9,7 +9,10 @@ between processes as bytes, so no process reads another's publish back from Post
   NATS message per stored message instead of one per batch, plus a subscription per
   channel and a window in which a new subscription's first messages are missed; a
   process drops the messages of channels nobody here watches in `Ordering` at the
-  cost of a decode. (Not measured against per-channel subjects: see the report.)
+  cost of a decode. Measured with nats-py on the 2-core test VM, sending and receiving
+  20,000 messages of 100 channels: 6.8 µs of client CPU per message one by one on
+  per-channel subjects, 1.3 µs in batches of 100 on one subject. Per-channel
+  interest pays off only when processes watch disjoint channel sets.
 - Exactly once, in order: `Ordering` drops positions it has handed out and reads a
   gap in positions from `realtime.messages`, as for a resume. So a NATS message that
   is lost, late or twice is harmless.
