@@ -162,3 +162,40 @@ async def test_a_broker_down_at_start_is_caught_up_when_it_comes(
         assert await local.until(5, acks=5) == [1, 2, 3, 4, 5]
         await nats_server.start()
         assert await remote.until(5) == [1, 2, 3, 4, 5]
+
+
+async def test_messages_reach_every_process_once_in_order_either_way(
+    processes: ProcFactory, broker_args: list[str], db_url: str
+) -> None:
+    """Without a broker (NOTIFY) and over NATS: WebSocket publishes on two processes
+    and SQL publishes reach subscribers on all three, once, in position order."""
+    procs = [processes(*broker_args) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await proc.wait_healthy()
+    token = jwt.encode({"sub": str(uuid.uuid4()), "exp": 2**31}, JWT_SECRET, "HS256")
+    async with aiohttp.ClientSession(headers=ADMIN) as admin:
+        async with admin.post(procs[0].base + "/api/realtime/channels",
+                              json={"pattern": "room:*"}) as resp:  # fmt: skip
+            assert resp.status == 201
+        for proc in procs:  # every process hears the others
+            for _ in range(100):
+                async with admin.get(proc.base + "/health") as resp:
+                    body = await resp.json()
+                if body["status"] == "ok" and body["details"]["listener"] == "connected":
+                    break
+                await asyncio.sleep(0.1)
+    db = await asyncpg.connect(db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            peers = [await _peer(http, proc, token) for proc in procs for _ in range(2)]
+            for n in range(15):
+                await peers[0].publish(n)
+                await peers[2].publish(100 + n)
+                if n % 3 == 0:
+                    await db.execute("SELECT realtime.publish($1, 'sql', '{}'::jsonb)", CHANNEL)
+            for peer in peers:
+                assert await peer.until(35) == list(range(1, 36))
+    finally:
+        await db.close()
