@@ -30,7 +30,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
         choices=SCENARIO_NAMES,
-        help="fanout | channels | publish | idle | connect | changes | webhooks | presence | all",
+        help="fanout | channels | publish | idle | connect | changes | webhooks | presence"
+        " | cluster | all",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny sizes, a few seconds (used by the test suite)"

@@ -14,10 +14,12 @@ from types import ModuleType
 
 from bench.harness.sizes import Sizes
 
-NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks", "presence")
+NAMES = ("fanout", "channels", "publish", "idle", "connect", "changes", "webhooks", "presence",
+         "cluster")  # fmt: skip
 # these measure their baseline inside the server run and return {"server", "baseline"}
-# (presence has none: the baseline server has no presence; it returns {"server"} only)
-OWN_BASELINE = frozenset({"changes", "webhooks", "presence"})
+# (presence has none: the baseline server has no presence; it returns {"server"} only;
+# cluster: {"server"} holding its three configurations)
+OWN_BASELINE = frozenset({"changes", "webhooks", "presence", "cluster"})
 # extra `pgrealtime serve` flags: the webhook receiver is on loopback
 SERVER_ARGS = {"webhooks": ["--webhook-allow-private-networks"]}
 

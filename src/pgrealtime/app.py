@@ -18,14 +18,17 @@ from pgrealtime.api import metrics as metrics_route
 from pgrealtime.api import webhooks as webhook_routes
 from pgrealtime.api.middleware import admin_middleware, error_middleware
 from pgrealtime.auth.setup import build_authenticator
+from pgrealtime.changes.cluster import ClusterFeed
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.route import DbChannels
 from pgrealtime.changes.tables import TableAllowList
 from pgrealtime.config import FeedSettings, Settings, WebhookSettings
+from pgrealtime.config.validate import broker_servers
 from pgrealtime.dashboard import pages as dashboard_pages
 from pgrealtime.db.migrate import apply_migrations
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.bus.base import Bus
+from pgrealtime.engine.bus.nats_bus import NatsBus
 from pgrealtime.engine.bus.pg_notify import Listener
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
@@ -92,14 +95,16 @@ async def open_pool(url: str, size: int) -> asyncpg.Pool:
     )
 
 
-def create_app(settings: Settings, database_url: str) -> web.Application:
-    """The aiohttp application; `database_url` is the resolved PostgreSQL URL."""
+def create_app(settings: Settings, database_url: str, *, migrate: bool = True) -> web.Application:
+    """The aiohttp application; `database_url` is the resolved PostgreSQL URL.
+    `migrate=False`: the schema is current already (a worker: its parent migrated)."""
     assert settings.jwt_secret and settings.api_key
     app = web.Application(
         middlewares=[error_middleware, admin_middleware], client_max_size=1024 * 1024
     )
     app[keys.SETTINGS] = settings
     app[keys.DATABASE_URL] = database_url
+    app[keys.MIGRATE] = migrate
     app[keys.AUTHENTICATOR], jwks = build_authenticator(settings)
     app[keys.SESSIONS] = Sessions()
     app[keys.KEEPALIVE] = Keepalive(settings.heartbeat_seconds)
@@ -134,20 +139,28 @@ async def _database(app: web.Application):
     """Pool and migrations first; then delivery, listener and timers; undone in reverse."""
     settings: Settings = app[keys.SETTINGS]
     url = app[keys.DATABASE_URL]
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
+    if app[keys.MIGRATE]:
+        conn = await asyncpg.connect(url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
     pool = await open_pool(url, settings.db_pool_size)
     app[keys.POOL] = pool
     hub = Hub(settings.send_buffer_bytes, flush_interval=settings.flush_interval_ms / 1000)
     hub.on_flushed = app[keys.METRICS].flushed
     delivery = Ordering(hub, pool)
     delivery.start()
+    # with a broker, the bus carries this process's publishes: no NOTIFY for them
+    # (db/functions/notify_message.sql)
+    quiet = "quiet:" if broker_servers(settings.broker_url) else ""
     # each publish lane keeps its own connection (no pool round trip per batch)
     publisher = Publisher(
-        pool, delivery, app[keys.ORIGIN], dsn=url, max_batch_bytes=settings.publish_batch_bytes
+        pool,
+        delivery,
+        quiet + app[keys.ORIGIN],
+        dsn=url,
+        max_batch_bytes=settings.publish_batch_bytes,
     )
     publisher.observe_batch = app[keys.METRICS].publish_batch
     await publisher.start()
@@ -160,13 +173,19 @@ async def _database(app: web.Application):
         feed_settings.publication,
         TableAllowList(feed_settings.tables),
     )
-    if feed is not None:
-        feed.on_batch(db_channels.deliver)
+    cluster_feed = None
+    if feed is not None:  # one slot reader per database, changes relayed to the others
+        cluster_feed = ClusterFeed(
+            feed, pool, url, app[keys.ORIGIN], keep_seconds=settings.changes_relay_keep_seconds
+        )
+        db_channels.feed = cluster_feed
+        cluster_feed.on_batch(db_channels.deliver, db_channels.has_subscribers)
         try:
-            await feed.start()
+            await cluster_feed.start()
         except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
             log.warning("change notifications are off: %s", exc)
-        app[keys.HEALTH_EXTRAS]["changes"] = feed.status
+        app[keys.HEALTH_EXTRAS]["changes"] = cluster_feed.status
+        app[keys.HEALTH_EXTRAS]["cluster"] = cluster_feed.leadership.describe
     app[keys.CHANGES] = feed
     app[keys.HUB] = hub
     app[keys.DELIVERY] = delivery
@@ -207,9 +226,21 @@ async def _database(app: web.Application):
     )
     revalidator = Revalidator(app[keys.SESSIONS].live, pool)
     app[keys.REVALIDATOR] = revalidator
-    listener: Bus = Listener(
-        url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
-    )
+    listener: Bus
+    servers = broker_servers(settings.broker_url)
+    if servers:  # NATS carries the messages themselves (engine/bus/nats_bus.py)
+        bus = NatsBus(servers, url, pool, delivery, app[keys.ORIGIN], revalidator.request)
+        publisher.on_stored = bus.publish_stored
+        app[keys.HEALTH_EXTRAS]["bus"] = bus.describe
+        if cluster_feed is not None:  # db: changes relayed over the bus too
+            cluster_feed.ride(bus.stream)
+        else:  # the members and leader as the bus's election sees them
+            app[keys.HEALTH_EXTRAS]["cluster"] = bus.describe_cluster
+        listener = bus
+    else:
+        listener = Listener(
+            url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
+        )
     publisher.on_lost_reply = listener.deliver_own
     listener.start()
     app[keys.LISTENER] = listener
@@ -231,8 +262,8 @@ async def _database(app: web.Application):
             await task
     await listener.stop()
     await revalidator.stop()
-    if feed is not None:
-        await feed.stop()
+    if cluster_feed is not None:
+        await cluster_feed.stop()
     await delivery.stop()
     await publisher.close()
     await pool.close()

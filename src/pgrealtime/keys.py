@@ -46,6 +46,7 @@ SOCKETIO_KEEPALIVE: web.AppKey[Keepalive] = web.AppKey("socketio_keepalive")
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 AUTH_DEADLINES: web.AppKey[AuthDeadlines] = web.AppKey("auth_deadlines")
 ORIGIN: web.AppKey[str] = web.AppKey("origin")  # this process's id in NOTIFY payloads
+MIGRATE: web.AppKey[bool] = web.AppKey("migrate")  # False in a worker: its parent migrated
 HEALTH_EXTRAS: web.AppKey[dict[str, Callable[[], Any]]] = web.AppKey("health_extras")
 BACKGROUND: web.AppKey[list[asyncio.Task]] = web.AppKey("background")
 OPENAPI_EXTRA_PATHS: web.AppKey[dict[str, Any]] = web.AppKey("openapi_extra_paths")

@@ -33,7 +33,8 @@ async def test_positions_are_given_to_messages_stored_before_they_existed(
         for name in ["a", "b", "a", "a", "b"]:
             await conn.execute("SELECT realtime.publish($1, 'e', '{}')", name)
         assert "004_positions" in await apply_legacy_migrations(conn)
-        assert await apply_migrations(conn) == []  # recorded as at the baseline
+        later = [v for v, _ in schema_files() if v != BASELINE]
+        assert await apply_migrations(conn) == later  # recorded as at the baseline
         assert (
             await conn.fetchval(
                 "SELECT count(*) FROM realtime.schema_migrations WHERE version = $1", BASELINE

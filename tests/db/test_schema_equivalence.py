@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from tests.db.legacy import apply_legacy_migrations, empty_database
 
-from pgrealtime.db.migrate import BASELINE, MigrationError, apply_migrations
+from pgrealtime.db.migrate import BASELINE, MigrationError, apply_migrations, schema_files
 
 SCHEMAS = ["realtime", "auth"]
 
@@ -27,7 +27,13 @@ CHANGED_FUNCTIONS = {
     "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
     "realtime.webhook_url_host(text)",
     "realtime.notify_channels_changed()",
+    # no NOTIFY for a server whose messages a broker carries (the scale-out issue)
+    "realtime.notify_message()",
 }
+
+# Objects of the schema files after the baseline (not in the legacy migrations): left
+# out where the squashed baseline is compared with the legacy migrations.
+AFTER_BASELINE = ("change_relay",)  # 002_change_relay
 
 QUERIES = {
     "columns": """
@@ -126,8 +132,12 @@ def _without(snapshot: dict[str, Any], signatures: set[str]) -> dict[str, Any]:
 @pytest.fixture
 async def fresh(pg_admin_url: str) -> dict[str, Any]:
     async with empty_database(pg_admin_url, "equivalence_fresh") as conn:
-        assert await apply_migrations(conn) == [BASELINE]
+        assert await apply_migrations(conn) == [v for v, _ in schema_files()]
         return await catalog(conn)
+
+
+def _baseline_only(rows: list[tuple]) -> list[tuple]:
+    return [r for r in rows if not any(name in repr(r) for name in AFTER_BASELINE)]
 
 
 async def test_squashed_schema_equals_the_legacy_migrations(
@@ -139,20 +149,22 @@ async def test_squashed_schema_equals_the_legacy_migrations(
     assert fresh["config"] == [('{"id": true, "retention_days": 30}',)]
     assert fresh["triggers"] and fresh["policies"] and fresh["functions"]
     for part in QUERIES:
-        assert fresh[part] == legacy[part], part
+        assert _baseline_only(fresh[part]) == legacy[part], part
     changed = {
         s
         for s in fresh["functions"].keys() | legacy["functions"].keys()
         if fresh["functions"].get(s) != legacy["functions"].get(s)
     }
     assert changed == CHANGED_FUNCTIONS
-    assert _without(fresh, CHANGED_FUNCTIONS) == _without(legacy, CHANGED_FUNCTIONS)
+    baseline = {k: _baseline_only(v) if k in QUERIES else v for k, v in fresh.items()}
+    assert _without(baseline, CHANGED_FUNCTIONS) == _without(legacy, CHANGED_FUNCTIONS)
     # the allow-list changed form only: the old bodies with the list in their place
     for signature in CHANGED_FUNCTIONS - {
         "realtime.allowed_roles()",
         "realtime.publish_batch(text[],text[],text[],text[],jsonb[],uuid[],text)",
         "realtime.webhook_url_host(text)",
         "realtime.notify_channels_changed()",
+        "realtime.notify_message()",
     }:
         old = legacy["functions"][signature]
         assert "('anon', 'authenticated', 'project_admin')" in old
@@ -167,7 +179,8 @@ async def test_legacy_database_upgrades_to_exactly_the_fresh_one(
         await conn.execute("UPDATE realtime.config SET retention_days = 7")
         await conn.execute("INSERT INTO realtime.channels (pattern) VALUES ('room:*')")
         await conn.execute("SELECT realtime.publish('room:1', 'e', '{}')")
-        assert await apply_migrations(conn) == []  # recognised: the baseline is not run
+        later = [v for v, _ in schema_files() if v != BASELINE]
+        assert await apply_migrations(conn) == later  # recognised: the baseline is not run
         assert await apply_migrations(conn) == []  # and again, idempotent
         rows = await conn.fetch("SELECT version FROM realtime.schema_migrations")
         versions = {r["version"] for r in rows}

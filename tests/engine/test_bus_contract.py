@@ -70,3 +70,13 @@ def test_an_object_without_the_lost_reply_hand_off_is_no_bus() -> None:
         async def stop(self) -> None: ...
 
     assert not isinstance(Partial(), Bus)
+
+
+def test_nats_bus_is_a_bus_without_connecting() -> None:
+    from pgrealtime.engine.bus.nats_bus import NatsBus
+
+    bus = NatsBus(["nats://unused:4222"], "postgresql://unused/", None, _ordering(), "origin")  # type: ignore[arg-type]
+    assert isinstance(bus, Bus)
+    assert not bus.connected.is_set()
+    assert bus.problem() == "message bus (NATS) not connected"
+    _same_shape(Bus, NatsBus)

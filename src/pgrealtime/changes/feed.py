@@ -44,6 +44,10 @@ from pgrealtime.db.errors import transient
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[RowChange]], Awaitable[None]]
+# The reader's longest wait between attempts. Only the slot holder elected by
+# changes/cluster.py reads, so a short wait costs nothing, and a new holder whose
+# predecessor's walsender still holds the slot for a moment gets it within seconds.
+RECONNECT_MAX_SECONDS = 2.0
 
 
 class ChangeFeed:
@@ -59,6 +63,7 @@ class ChangeFeed:
         max_batch_changes: int = 1000,
         max_in_flight: int = 8,
         max_merged_changes: int = 10_000,
+        reconnect_max: float = RECONNECT_MAX_SECONDS,
     ) -> None:
         settings = settings or FeedSettings()
         self.config = ReaderConfig(
@@ -69,7 +74,9 @@ class ChangeFeed:
             max_batch_changes=max_batch_changes,
             max_in_flight=max_in_flight,
             max_failures=settings.max_failures,
+            reconnect_max=reconnect_max,
         )
+        self._prepared = False
         self.max_merged_changes = max_merged_changes
         self._handler = on_batch
         self._reader: ReplicationReader | None = None
@@ -105,6 +112,18 @@ class ChangeFeed:
         cannot do logical replication, log why and stay disabled (status says so)."""
         if self._reader is not None:
             return
+        if await self.prepare():
+            self.start_reading()
+
+    @property
+    def prepared(self) -> bool:
+        """The database can replicate and the publication and slot exist."""
+        return self._prepared
+
+    async def prepare(self) -> bool:
+        """Create the publication and slot if missing, without reading: what every
+        process of a cluster does, though only the elected one reads. False (logged,
+        and said by `status`) when the database cannot do logical replication."""
         if self._handler is None:
             raise RuntimeError("ChangeFeed.start: register on_batch first")
         loop = asyncio.get_running_loop()
@@ -116,7 +135,7 @@ class ChangeFeed:
         except FeedDisabled as exc:
             self._disabled_reason = exc.reason
             log.warning("change notifications disabled: %s", exc.reason)
-            return
+            return False
         self.publication_all_tables = prepared.all_tables
         self.tables_without_identity = prepared.without_identity
         if prepared.all_tables:
@@ -145,6 +164,15 @@ class ChangeFeed:
                 self.config.publication,
             )
         self._disabled_reason = None
+        self._prepared = True
+        return True
+
+    def start_reading(self) -> None:
+        """Start the reader thread (after `prepare`); `stop` ends it."""
+        if self._reader is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._failed_generation = 0  # a new reader counts its generations from 1 again
         queue: asyncio.Queue[Batch] = asyncio.Queue()
         self._queue = queue
 
@@ -248,6 +276,7 @@ class ChangeFeed:
                     changes = list(changes)
                 changes.extend(nxt.changes)
                 last = nxt
+            number_changes(changes)
             try:
                 try:
                     await self._handler(changes)
@@ -308,6 +337,17 @@ class ChangeFeed:
                     f"skipped a {change.event} of {change.schema}.{change.table} at "
                     f"{lsn_to_str(change.lsn)}: {type(exc).__name__}: {exc}",
                 )
+
+
+def number_changes(changes: list[RowChange]) -> None:
+    """Set each change's place in its transaction. A batch holds whole transactions, in
+    commit order, so the changes of one transaction (one `lsn`) are together."""
+    lsn, index = -1, 0
+    for change in changes:
+        if change.lsn != lsn:
+            lsn, index = change.lsn, 0
+        change.index = index
+        index += 1
 
 
 # pg_class.relreplident -> the name the CLI and the REST route use.

@@ -34,6 +34,10 @@ class RowChange:
     relid: int = 0
     rls: bool = False
     identity_full: bool = False
+    # its place in its transaction (0, 1, ...), set by the feed: with `lsn` it names the
+    # change exactly, so a change read twice (a failed batch, a new slot holder) is
+    # delivered once (changes/cluster.py)
+    index: int = 0
 
     @property
     def row(self) -> dict[str, Any] | None:

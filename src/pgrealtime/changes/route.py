@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from pgrealtime.auth.principal import Principal
+from pgrealtime.changes.cluster import ClusterFeed
 from pgrealtime.changes.committed import wait_committed
 from pgrealtime.changes.feed import ChangeFeed
 from pgrealtime.changes.filters import ChangeFilter
@@ -54,7 +55,7 @@ class DbChannels:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        feed: ChangeFeed | None,
+        feed: ChangeFeed | ClusterFeed | None,
         publication: str,
         allowed: TableAllowList | None = None,
     ) -> None:
@@ -68,6 +69,10 @@ class DbChannels:
         self.changes_sent = 0
         self.delivered = 0
         self.rls = RlsCounts()
+
+    def has_subscribers(self) -> bool:
+        """Anyone here subscribed to a table (else relayed changes need no decoding)."""
+        return bool(self._by_table)
 
     def unavailable_reason(self) -> str | None:
         if self.feed is None:

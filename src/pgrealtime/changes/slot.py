@@ -130,8 +130,8 @@ def prepare(dsn: str, slot: str, publication: str) -> Prepared:
                         ).format(sql.Identifier(publication))
                     )
                     log.info("created publication %s (empty)", publication)
-                except psycopg2.errors.DuplicateObject:
-                    pass  # another process created it meanwhile
+                except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+                    pass  # another process created it meanwhile (the catalog's index may say so)
                 except psycopg2.errors.InsufficientPrivilege as exc:
                     raise FeedDisabled(
                         f"cannot create publication {publication}: "

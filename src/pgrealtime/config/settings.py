@@ -30,6 +30,8 @@ class Settings:
 
     host: str = _d("host")
     port: int = _d("port")
+    workers: str = _d("workers")
+    broker_url: str | None = _d("broker_url")
     database_url: str | None = _d("database_url")
     data_dir: Path = _d("data_dir")  # noqa: RUF009
     jwt_secret: str | None = _d("jwt_secret")
@@ -88,6 +90,7 @@ class Settings:
     replication_slot: str = _d("replication_slot")
     publication: str = _d("publication")
     changes_max_failures: int = _d("changes_max_failures")
+    changes_relay_keep_seconds: float = _d("changes_relay_keep_seconds")
     changes_tables: list[str] = _d("changes_tables")  # noqa: RUF009
 
 

@@ -160,6 +160,10 @@ class Publisher:
         # knowing (the connection failed before the reply came): someone must fan them
         # out (the listener, see Listener.deliver_own).
         self.on_lost_reply: Callable[[list[str]], None] | None = None
+        # Called once per stored batch with its messages, after the local fan-out, when
+        # a bus carries them to the other processes (engine/bus/nats.py); None when
+        # PostgreSQL's NOTIFY does (the trigger sends it inside the transaction).
+        self.on_stored: Callable[[list[StoredMessage]], None] | None = None
         # Publishes queued and not yet answered: shutdown waits for them to be
         # stored, fanned out and acked before it closes connections.
         self.in_flight = 0
@@ -338,6 +342,7 @@ class Publisher:
 
     def _settle(self, batch: list[_Item], rows: list[asyncpg.Record]) -> None:
         """Fan out what was stored, in order, then answer each publisher."""
+        stored: list[StoredMessage] | None = None if self.on_stored is None else []
         for idx, status, channel_id, created_at, seq, position, detail in rows:
             item = batch[idx - 1]
             if status != "ok":
@@ -359,5 +364,9 @@ class Publisher:
             )
             self.published[item.source] += 1
             self.delivery.deliver(message)
+            if stored is not None:
+                stored.append(message)
             if not item.future.done():
                 item.future.set_result(message)
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)

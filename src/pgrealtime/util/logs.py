@@ -9,6 +9,7 @@ a pipe, a file or journald gets JSON lines, which log collectors parse without r
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from typing import TextIO
@@ -16,6 +17,9 @@ from typing import TextIO
 import orjson
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
+# Which machine and process wrote a line: with --workers (and several machines) the
+# lines of many processes meet in one stream.
+_HOST = socket.gethostname()
 
 LOG_FORMATS = ("auto", "json", "text")
 
@@ -33,6 +37,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "host": _HOST,
+            "pid": record.process,
         }
         entry.update(_fields(record))
         if record.exc_info:

@@ -55,16 +55,24 @@ class Bus(Protocol):
     a batch of this process's publishes whose commit is unknown. The bus reads those
     ids now and again when their notice arrives, so each is delivered if it committed.
 
-    What a NATS (or other broker) bus will have to add, not needed while PostgreSQL
-    carries the notices:
-    - Publishing: today the notice is sent by the table's trigger in the publishing
-      transaction, so no `publish` method exists here; a broker needs the publisher
-      to send the notice after the commit, and catch-up to cover a crash in between.
-    - Presence: who is subscribed where, across processes (PostgreSQL has no view of it).
-    - Leadership: which process does a job meant to run once in the cluster; today
-      PostgreSQL arbitrates (an advisory lock for migrations, row locks for webhook
-      claims, one active connection per replication slot).
-    - Channel-change notices (`on_channels_changed`, today a second NOTIFY channel).
+    The two buses: `pg_notify.Listener` (no broker: the table's trigger NOTIFYs in the
+    publishing transaction and every process reads the row) and `nats_bus.NatsBus`
+    (`--broker`: the publisher hands each stored batch to `publish_stored` after the
+    commit and the bytes travel, so nobody reads them back; a crash between commit and
+    send, a lost NATS message or an outage leaves a gap in positions that `Ordering`
+    fills from the table, and a reconnect triggers a cluster-wide catch-up).
+    What a broker needs besides, and where it is:
+    - Leadership for once-per-cluster jobs: `pg_leader.PgLeadership` (an advisory lock
+      on a connection named after the process, whose sessions are also the member
+      list). SQL `realtime.publish()` is read by the elected process; the change feed's
+      slot reader is elected the same way (changes/cluster.py). A broker-native
+      election (a NATS KV key with a TTL) could replace it behind the same two callbacks.
+    - Channel-change notices stay on PostgreSQL's second NOTIFY channel (rare).
+    - Presence (not built yet) fits the same shape: each process publishes its
+      members' joins/leaves and a heartbeat on `pgrt.<cluster>.presence.<channel>`,
+      keeps the others' state with an expiry (a process that dies stops its
+      heartbeats and its members leave after the expiry), and one member per user is
+      counted over all processes; without a broker the same messages go over NOTIFY.
     """
 
     connected: asyncio.Event

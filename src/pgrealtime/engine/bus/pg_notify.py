@@ -54,8 +54,16 @@ class Listener:
         delivery: BusSink,
         origin: str,
         on_channels_changed: Callable[[], None] | None = None,
+        *,
+        messages: bool = True,
+        only_origin: str | None = None,
     ) -> None:
         self.url = url
+        # False: only the channels-changed notice (a broker carries the messages)
+        self.messages = messages
+        # set: deliver only notices of that origin ('' = SQL realtime.publish(), which a
+        # broker's elected process reads once for the cluster)
+        self.only_origin = only_origin
         self.delivery = delivery
         self.origin = origin
         self.on_channels_changed = on_channels_changed
@@ -83,6 +91,8 @@ class Listener:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         message_id, _, origin = payload.partition(":")
+        if self.only_origin is not None and origin != self.only_origin:
+            return
         if origin == self.origin:
             if not self._unsettled or self._unsettled.pop(message_id, 0) is not None:
                 return  # fanned out by the publisher
@@ -123,10 +133,11 @@ class Listener:
                 conn = await asyncpg.connect(self.url)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANNEL, self._on_notify)
+                if self.messages:
+                    await conn.add_listener(CHANNEL, self._on_notify)
                 await conn.add_listener(CHANNELS_CHANGED, self._on_channels_changed)
                 if self._lost:
-                    caught_up = await self._catch_up(conn)
+                    caught_up = await self._catch_up(conn) if self.messages else 0
                     log.info("listener reconnected; %d messages caught up", caught_up)
                     self._on_channels_changed()  # changes made meanwhile went unheard
                 self._lost = False

@@ -31,6 +31,11 @@ SLOW_CONSUMER_REASON = "slow consumer: send buffer full"
 # close frame never drains) is cut: aiohttp's own wait for the peer's close frame is
 # 10 s, but nothing bounds its wait for the drain before it.
 CLOSE_GRACE_SECONDS = 15.0
+# Shutting down, after the drain: how long the close frame may take to go out and be
+# answered before the connection is cut. A client that reads nothing (the Python
+# `websockets` library, idle, never answers a close it has not read) would otherwise
+# hold SIGTERM for aiohttp's 10 s close wait; what was queued for it is written by then.
+SHUTDOWN_CLOSE_SECONDS = 1.0
 
 
 class Sessions:
@@ -168,6 +173,26 @@ class Connection:
         self.transport.abort()
 
 
+async def _close_promptly(
+    ws: web.WebSocketResponse, transport: asyncio.Transport, code: int, reason: str
+) -> None:
+    """Shutdown's close: the close frame goes out after everything queued (a client
+    still reading gets it all, for up to CLOSE_GRACE_SECONDS), then the peer has
+    SHUTDOWN_CLOSE_SECONDS to answer before the connection is cut."""
+    closing = asyncio.ensure_future(ws.close(code=code, message=reason.encode()))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_GRACE_SECONDS
+    while not closing.done():
+        await asyncio.wait({closing}, timeout=SHUTDOWN_CLOSE_SECONDS)
+        if closing.done():
+            break
+        if transport.get_write_buffer_size() == 0 or loop.time() >= deadline:
+            transport.abort()  # everything is out; only the reply is missing
+            break
+    with contextlib.suppress(Exception):
+        await closing
+
+
 async def realtime_endpoint(request: web.Request) -> web.StreamResponse:
     ctx: SessionContext = request.app[keys.SESSION_CONTEXT]
     sessions: Sessions = request.app[keys.SESSIONS]
@@ -248,7 +273,7 @@ async def _serve(
             # sending would reset the connection, and the client could lose the replies
             # and messages written just before.
             code, reason = conn.close_with
-            await ws.close(code=code, message=reason.encode())
+            await _close_promptly(ws, transport, code, reason)
     finally:
         keepalive.discard(conn)
         if conn.auth_ticket is not None:
