@@ -26,13 +26,16 @@ async def _subscribed(client: Client, channel: str) -> None:
 async def test_a_subscription_survives_refreshes_across_the_expiry(server: Server) -> None:
     await server.create_channel("feed:*")
     user = str(uuid.uuid4())
-    client = await server.connect(server.token(sub=user, expires_in=2))
+    # exp is a whole second (now rounded down + expires_in): a token lives between
+    # expires_in - 1 and expires_in seconds, so each refresh comes 1 s after the last
+    # with tokens of 3 s: always 1 s or more before the current one ends
+    client = await server.connect(server.token(sub=user, expires_in=3))
     await _subscribed(client, "feed:1")
-    first_deadline = time.time() + 2
+    first_deadline = time.time() + 3
     expiries = []
-    for _ in range(4):  # 4 s in all: the first token (2 s) would have cut it at 2 s
+    for _ in range(5):  # 5 s in all: the first token (3 s at most) would have cut it
         await asyncio.sleep(1)
-        reply = await client.auth(server.token(sub=user, expires_in=2))
+        reply = await client.auth(server.token(sub=user, expires_in=3))
         assert reply["type"] == "auth_success" and reply["userId"] == user, reply
         expiries.append(reply["expiresAt"])
     assert time.time() > first_deadline + 1
