@@ -24,6 +24,13 @@ from tests.test_cli import PGREALTIME, _env, _free_port
 ADMIN = {"Authorization": f"Bearer {API_KEY}"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs several processes: `pytest -m "not cluster"` leaves them out."""
+    for item in items:
+        if "tests/cluster/" in item.nodeid:
+            item.add_marker(pytest.mark.cluster)
+
+
 @dataclass
 class Proc:
     """One server process."""

@@ -17,6 +17,8 @@ from tests.conftest import API_KEY, Server, make_settings
 
 from pgrealtime.config import Settings
 
+pytestmark = pytest.mark.sdk
+
 NODE_DIR = Path(__file__).parent / "node"
 ANON_KEY = "anon_sdk_test_key"
 
