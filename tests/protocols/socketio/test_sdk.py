@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import API_KEY, Server, make_settings
+from tests.conftest import API_KEY, Server, eventually, make_settings
 
+from pgrealtime import keys
 from pgrealtime.config import Settings
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -258,3 +259,45 @@ async def test_presence_between_raw_websocket_and_sdk(server: Server, clients) -
     assert joined["member"]["presenceId"] == later_id  # the SDK client, on the raw side
     await raw.close()
     await _members(sdk_client, "mix:1", {sdk_id, later_id})
+
+
+async def _closed_on_server(server: Server, live: int) -> None:
+    """Until the server holds `live` sessions (a disconnect has been handled)."""
+    await eventually(lambda: len(server.app[keys.SESSIONS].live) == live)
+
+
+async def test_a_user_on_two_sdk_connections_is_one_member(server: Server, clients) -> None:
+    await server.create_channel("room:*")
+    await server.db.execute(
+        "CREATE POLICY anon_room ON realtime.channels FOR SELECT TO anon USING (true)"
+    )
+    user, watcher_id = str(uuid.uuid4()), str(uuid.uuid4())
+    watcher = await clients(server, accessToken=server.token(sub=watcher_id))
+    await watcher.send("listen", event="presence:join")
+    await watcher.send("listen", event="presence:leave")
+    await watcher.call("subscribe", "subscribed", channel="room:1")
+    tab1 = await clients(server, accessToken=server.token(sub=user))
+    tab2 = await clients(server, accessToken=server.token(sub=user))
+    await tab1.call("subscribe", "subscribed", channel="room:1")
+    reply = await tab2.call("subscribe", "subscribed", channel="room:1")
+    members = reply["response"]["presence"]["members"]
+    assert [m["presenceId"] for m in members] == [watcher_id, user]
+    # an anon-key session is a member of its own, named by its connection
+    anon = await clients(server, anonKey=ANON_KEY)
+    reply = await anon.call("subscribe", "subscribed", channel="room:1")
+    assert reply["response"]["ok"] is True, reply
+    anon_member = reply["response"]["presence"]["members"][-1]
+    assert anon_member["type"] == "anonymous" and anon_member["presenceId"] not in (user,)
+    await _members(watcher, "room:1", {watcher_id, user, anon_member["presenceId"]})
+    await tab1.send("disconnect")  # the user is still here on tab2
+    await _closed_on_server(server, 3)
+    await _members(watcher, "room:1", {watcher_id, user, anon_member["presenceId"]})
+    await tab2.send("disconnect")
+    await anon.send("disconnect")
+    await _members(watcher, "room:1", {watcher_id})
+    seen = [(s["event"], s["data"]["member"]["presenceId"]) for s in watcher.seen
+            if s["op"] == "event"]  # fmt: skip
+    assert sorted(seen) == sorted([("presence:join", user), ("presence:leave", user),
+                                   ("presence:join", anon_member["presenceId"]),
+                                   ("presence:leave", anon_member["presenceId"])])  # fmt: skip
+    assert seen.index(("presence:join", user)) < seen.index(("presence:leave", user))
