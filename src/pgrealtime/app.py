@@ -274,10 +274,8 @@ def _observe(app: web.Application) -> None:
     app[keys.METRICS] = Metrics()
     app[keys.DATABASE_FIGURES] = DatabaseFigures()
     sessions = app[keys.SESSIONS]  # both protocols' sessions, told apart for the label
-    app[keys.PROTOCOL_SESSIONS] = {
-        "websocket": sessions.protocol("websocket", RawReplies),
-        "socketio": sessions.protocol("socketio", SocketIOReplies),
-    }
+    views = [sessions.protocol(replies) for replies in (RawReplies, SocketIOReplies)]
+    app[keys.PROTOCOL_SESSIONS] = {view.name: view for view in views}
     app[keys.METRICS].add(PartsCollector(lambda: metrics_route.server_parts(app)))
     app.add_routes(metrics_route.routes)
 

@@ -119,7 +119,8 @@ class PartsCollector:
 
     @staticmethod
     def _messages(p: ServerParts) -> list[tuple[m.Spec, Samples]]:
-        published: Counter[str] = Counter({"websocket": 0, "sql": 0, "peer": 0, "changes": 0})
+        sources = ("websocket", "socketio", "sql", "peer", "changes")  # listed even at 0
+        published: Counter[str] = Counter(dict.fromkeys(sources, 0))
         refused: Counter[str] = Counter()
         if p.publisher is not None:
             published.update(p.publisher.published)

@@ -51,6 +51,8 @@ RequestId = str | int | None  # echoed in the reply (raw `id`, Socket.IO ack id)
 class Replies(Protocol):
     """A protocol's encoder of one connection's replies, given by its adapter."""
 
+    protocol: str  # its name: the metrics label of its publishes and connections
+
     def reply(self, reply: dict, request_id: RequestId) -> None:
         """`reply` is a raw-protocol-shaped dict ({"type": "subscribed", ...})."""
 
@@ -388,7 +390,9 @@ class Session:
             if refusal is not None:
                 self.send_error(ErrorCode.RATE_LIMITED, refusal, frame.id, channel)
                 return
-        stored = self.ctx.publisher.publish_json(principal, channel, frame.event, payload_json)
+        stored = self.ctx.publisher.publish_json(
+            principal, channel, frame.event, payload_json, self.replies.protocol
+        )
         stored.add_done_callback(lambda f: self._on_published(f, frame))
 
     def on_presence_set(self, frame: rq.PresenceSet) -> None:

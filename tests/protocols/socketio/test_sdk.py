@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import API_KEY, Server, make_settings
+from tests.conftest import API_KEY, Server, eventually, make_settings
 
+from pgrealtime import keys
 from pgrealtime.config import Settings
 
 pytestmark = pytest.mark.sdk
@@ -187,3 +188,118 @@ async def test_admin_client_with_the_api_key(server: Server, clients) -> None:
     admin = await clients(server, apiKey=API_KEY)
     reply = await admin.call("subscribe", "subscribed", channel="ops:1")
     assert reply["response"]["ok"] is True
+
+
+async def _members(client: SdkClient, channel: str, expected: set[str]) -> list[dict]:
+    """getPresenceState(channel) once it lists exactly the presenceIds `expected`."""
+    members: list[dict] = []
+    for _ in range(100):
+        members = (await client.call("presence", "presence", channel=channel))["members"]
+        if {m["presenceId"] for m in members} == expected:
+            return members
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"presence of {channel} is {members}, expected {expected}")
+
+
+async def test_presence_through_the_sdk_joins_and_leaves(server: Server, clients) -> None:
+    await server.create_channel("room:*")
+    alice_id, bob_id = str(uuid.uuid4()), str(uuid.uuid4())
+    alice = await clients(server, accessToken=server.token(sub=alice_id))
+    await alice.send("listen", event="presence:join")
+    await alice.send("listen", event="presence:leave")
+    reply = await alice.call("subscribe", "subscribed", channel="room:1")
+    assert [m["presenceId"] for m in reply["response"]["presence"]["members"]] == [alice_id]
+    bob = await clients(server, accessToken=server.token(sub=bob_id))
+    reply = await bob.call("subscribe", "subscribed", channel="room:1")
+    snapshot = reply["response"]["presence"]["members"]
+    assert [m["presenceId"] for m in snapshot] == [alice_id, bob_id]
+    assert all(m["type"] == "user" and m["joinedAt"].endswith("Z") for m in snapshot)
+    # the event as the SDK consumes it: {member, meta: {channel (bare), ...}}
+    joined = (await alice.wait("event", event="presence:join"))["data"]
+    assert joined["member"]["presenceId"] == bob_id and joined["member"]["type"] == "user"
+    meta = joined["meta"]
+    assert meta["channel"] == "room:1" and meta["senderType"] == "system"
+    uuid.UUID(meta["messageId"])
+    assert meta["timestamp"].endswith("Z")
+    await _members(alice, "room:1", {alice_id, bob_id})
+    await _members(bob, "room:1", {alice_id, bob_id})
+    await bob.send("disconnect")
+    left = (await alice.wait("event", event="presence:leave"))["data"]
+    assert left["member"]["presenceId"] == bob_id and left["meta"]["channel"] == "room:1"
+    await _members(alice, "room:1", {alice_id})
+
+
+async def test_presence_between_raw_websocket_and_sdk(server: Server, clients) -> None:
+    await server.create_channel("mix:*")
+    sdk_id, raw_id = str(uuid.uuid4()), str(uuid.uuid4())
+    sdk_client = await clients(server, accessToken=server.token(sub=sdk_id))
+    await sdk_client.call("subscribe", "subscribed", channel="mix:1")
+    raw = await server.connect(server.token(sub=raw_id))
+    subscribed = await raw.subscribe("mix:1")
+    assert [m["presenceId"] for m in subscribed["presence"]["members"]] == [sdk_id, raw_id]
+    await _members(sdk_client, "mix:1", {sdk_id, raw_id})  # the raw client, in the SDK
+    # a state set on the raw protocol: an update frame, and `state` in later snapshots
+    updated = await raw.request({"type": "presence_set", "channel": "mix:1",
+                                 "state": {"status": "away"}})  # fmt: skip
+    assert updated["type"] == "presence_updated", updated
+    own = await raw.expect("presence", event="update")  # the setter sees its own too
+    assert own["member"]["presenceId"] == raw_id
+    # ... and one set through the SDK's socket (realtime:presence), seen on raw
+    answer = await sdk_client.call("presence_set", "presence_set", channel="mix:1",
+                                   state={"typing": True})  # fmt: skip
+    assert answer["response"] == {"ok": True, "channel": "mix:1"}, answer
+    update = await raw.expect("presence", event="update")
+    assert update["member"]["presenceId"] == sdk_id and update["member"]["state"] == {
+        "typing": True
+    }
+    later_id = str(uuid.uuid4())
+    later = await clients(server, accessToken=server.token(sub=later_id))
+    reply = await later.call("subscribe", "subscribed", channel="mix:1")
+    states = {m["presenceId"]: m.get("state") for m in reply["response"]["presence"]["members"]}
+    assert states == {sdk_id: {"typing": True}, raw_id: {"status": "away"}, later_id: None}
+    joined = await raw.expect("presence", event="join")
+    assert joined["member"]["presenceId"] == later_id  # the SDK client, on the raw side
+    await raw.close()
+    await _members(sdk_client, "mix:1", {sdk_id, later_id})
+
+
+async def _closed_on_server(server: Server, live: int) -> None:
+    """Until the server holds `live` sessions (a disconnect has been handled)."""
+    await eventually(lambda: len(server.app[keys.SESSIONS].live) == live)
+
+
+async def test_a_user_on_two_sdk_connections_is_one_member(server: Server, clients) -> None:
+    await server.create_channel("room:*")
+    await server.db.execute(
+        "CREATE POLICY anon_room ON realtime.channels FOR SELECT TO anon USING (true)"
+    )
+    user, watcher_id = str(uuid.uuid4()), str(uuid.uuid4())
+    watcher = await clients(server, accessToken=server.token(sub=watcher_id))
+    await watcher.send("listen", event="presence:join")
+    await watcher.send("listen", event="presence:leave")
+    await watcher.call("subscribe", "subscribed", channel="room:1")
+    tab1 = await clients(server, accessToken=server.token(sub=user))
+    tab2 = await clients(server, accessToken=server.token(sub=user))
+    await tab1.call("subscribe", "subscribed", channel="room:1")
+    reply = await tab2.call("subscribe", "subscribed", channel="room:1")
+    members = reply["response"]["presence"]["members"]
+    assert [m["presenceId"] for m in members] == [watcher_id, user]
+    # an anon-key session is a member of its own, named by its connection
+    anon = await clients(server, anonKey=ANON_KEY)
+    reply = await anon.call("subscribe", "subscribed", channel="room:1")
+    assert reply["response"]["ok"] is True, reply
+    anon_member = reply["response"]["presence"]["members"][-1]
+    assert anon_member["type"] == "anonymous" and anon_member["presenceId"] not in (user,)
+    await _members(watcher, "room:1", {watcher_id, user, anon_member["presenceId"]})
+    await tab1.send("disconnect")  # the user is still here on tab2
+    await _closed_on_server(server, 3)
+    await _members(watcher, "room:1", {watcher_id, user, anon_member["presenceId"]})
+    await tab2.send("disconnect")
+    await anon.send("disconnect")
+    await _members(watcher, "room:1", {watcher_id})
+    seen = [(s["event"], s["data"]["member"]["presenceId"]) for s in watcher.seen
+            if s["op"] == "event"]  # fmt: skip
+    assert sorted(seen) == sorted([("presence:join", user), ("presence:leave", user),
+                                   ("presence:join", anon_member["presenceId"]),
+                                   ("presence:leave", anon_member["presenceId"])])  # fmt: skip
+    assert seen.index(("presence:join", user)) < seen.index(("presence:leave", user))

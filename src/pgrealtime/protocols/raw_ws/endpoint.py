@@ -52,9 +52,10 @@ class Sessions:
         self.opened: Counter[str] = Counter()  # by protocol ("websocket", "socketio")
         self.ended: Counter[str] = Counter()
 
-    def protocol(self, name: str, replies: type) -> ProtocolView:
-        """The sessions of one protocol (told apart by their Replies type), for metrics."""
-        return ProtocolView(self, name, replies)
+    def protocol(self, replies: type) -> ProtocolView:
+        """The sessions of one protocol (told apart by their Replies type, named by its
+        `protocol`), for metrics."""
+        return ProtocolView(self, replies.protocol, replies)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection after what is queued for it has been written."""

@@ -19,6 +19,7 @@ from pgrealtime.session.core import RequestId, Session
 
 class RawReplies:
     __slots__ = ("outbox",)
+    protocol = "websocket"  # the metrics label (publishes by source, connections)
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox

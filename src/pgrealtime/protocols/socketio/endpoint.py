@@ -4,7 +4,10 @@ What the official `@insforge/sdk` (1.5.2) does, observed from its code: `io(base
 {transports: ["websocket"], auth: {token}})` on the default namespace, where the token
 is a user JWT, the anon key, or (createAdminClient) the `ik_` API key; then
 `realtime:subscribe` with an ack, `realtime:unsubscribe` and `realtime:publish`
-without. Long-polling is refused with a clear HTTP error.
+without. Long-polling is refused with a clear HTTP error. Beyond the SDK, two events
+reach the session's other requests: `realtime:auth {token}` (a token refresh in place,
+as the raw protocol's second `auth`) and `realtime:presence {channel, state}` (the raw
+protocol's `presence_set`), both best sent with an ack.
 
 Everything past the handshake is the same Session as `/realtime`'s, with the same
 limits, caps, timers and revocation; only the bytes differ (packets.py, replies.py).
@@ -52,6 +55,8 @@ EVENTS: dict[str, type[msgspec.Struct]] = {
     "realtime:subscribe": rq.Subscribe,
     "realtime:unsubscribe": rq.Unsubscribe,
     "realtime:publish": rq.Publish,
+    "realtime:auth": rq.Auth,  # refresh in place (session/refresh.py)
+    "realtime:presence": rq.PresenceSet,  # set this member's presence state
 }
 
 
@@ -128,7 +133,7 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     replies = SocketIOReplies(outbox, getattr(ctx, "presence", None))
     session = conn.session = Session(ctx, outbox, conn.close, replies)
     sessions.live.add(session)
-    sessions.opened["socketio"] += 1
+    sessions.opened[SocketIOReplies.protocol] += 1
     period_ms = int(keepalive.period * 1000)
     outbox.send(
         packets.open_packet(uuid.uuid4().hex, period_ms, period_ms, settings.max_frame_bytes)
@@ -269,6 +274,9 @@ async def _on_event(session: Session, packet: Packet) -> None:
         if problem is not None:
             session.send_error(ErrorCode.INVALID_PAYLOAD, problem, packet.ack, channel)
             return
+    if kind is rq.PresenceSet and (problem := rq.state_error(data.get("state"))) is not None:
+        session.send_error(ErrorCode.INVALID_PRESENCE_STATE, problem, packet.ack, channel)
+        return
     fields = {k: v for k, v in data.items() if k != "id"}
     try:
         request = msgspec.convert(fields, kind)

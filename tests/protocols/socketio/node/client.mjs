@@ -5,6 +5,8 @@
 // {"op":"publish","channel","event","payload"}                       -> {"op":"published"}
 // {"op":"unsubscribe","channel"}                                     -> {"op":"unsubscribed"}
 // {"op":"presence","channel"}                                        -> {"op":"presence","members"}
+// {"op":"presence_set","channel","state"}                            -> {"op":"presence_set","response"}
+//   (the SDK has no call for it: pgrealtime's realtime:presence event on the SDK's socket)
 // {"op":"disconnect"}                                                -> {"op":"disconnected"}, then exits
 import { createClient, createAdminClient } from "@insforge/sdk";
 import readline from "node:readline";
@@ -46,6 +48,12 @@ async function handle(cmd) {
     case "presence":
       out({ op: "presence", members: rt.getPresenceState(cmd.channel) });
       break;
+    case "presence_set": {
+      const response = await new Promise((resolve) =>
+        rt.socket.emit("realtime:presence", { channel: cmd.channel, state: cmd.state }, resolve));
+      out({ op: "presence_set", response });
+      break;
+    }
     case "disconnect":
       rt?.disconnect();
       out({ op: "disconnected" });
