@@ -224,6 +224,9 @@ class Presence:
         # Subscribers that joined presence before the hub (resuming history): they get
         # changes straight to their outbox until the hub has them.
         self._direct: dict[str, set[Outbox]] = {}
+        attach = getattr(self.store, "attach", None)
+        if attach is not None:  # a cluster store: changes made by other processes
+            attach(self._fan_out)
 
     def join(
         self, channel: str, key: MemberKey, connection_id: str, outbox: Outbox, in_hub: bool
