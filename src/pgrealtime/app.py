@@ -276,9 +276,9 @@ async def _database(app: web.Application):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await listener.stop()
-    if presence_store is not None:
+    if presence_store is not None:  # its goodbye goes out before the bus stops
         await presence_store.stop()
+    await listener.stop()
     if presence_link is not None:
         await presence_link.stop()
     await revalidator.stop()

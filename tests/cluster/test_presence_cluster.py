@@ -2,12 +2,13 @@
 (NOTIFY) and over a real nats-server: one member per user across processes, joins and
 leaves once and in order at every process, a process killed with SIGKILL has its
 members leave everywhere within the lease, and a process started later lists the
-members of the others in its snapshots."""
+members of the others in its snapshots; one stopped with SIGTERM says goodbye."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 
@@ -148,5 +149,15 @@ async def test_presence_is_cluster_wide(processes: ProcFactory, broker_args: lis
         assert listed == {*watchers_ids[:2], newcomer_id}, newcomer.snapshot
         for watcher in watchers[:2]:  # and its members reach the others
             await watcher.until(newcomer_id, ["join"])
+
+        # a clean stop (SIGTERM): its members leave at once, not after the lease
+        stopped = time.monotonic()
+        fresh.kill(signal.SIGTERM)
+        for watcher in watchers[:2]:
+            await watcher.until(newcomer_id, ["join", "leave"], timeout=LEASE + 10)
+        took = time.monotonic() - stopped
+        print(f"members of the stopped process left {took:.1f}s after SIGTERM")
+        assert took < LEASE
+        await _all_see(procs[:2], 2)
         for member in [*watchers, late, victim, newcomer]:
             await member.close()

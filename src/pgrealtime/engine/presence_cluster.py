@@ -28,9 +28,9 @@ The transport is two callables: `send(bytes)` (in order, at most once: NATS's st
 or PostgreSQL NOTIFY, engine/bus/pg_presence.py) and `receive(bytes)` here for
 everything any process sent (its own included, skipped). Messages are JSON objects:
 `{o: origin, k: kind, ...}` with kind `hb` (s), `ops` (s, ops: [[event, channel,
-view]]), `full` (s, id, i, n, m: [[channel, view]]: part i of n) and `sync` (to: an
-origin, or "" for all). Anything malformed is dropped: without a broker, any role of
-the database may NOTIFY the channel.
+view]]), `full` (s, id, i, n, m: [[channel, view]]: part i of n), `sync` (to: an
+origin, or "" for all) and `bye` (a clean stop). Anything malformed is dropped:
+without a broker, any role of the database may NOTIFY the channel.
 """
 
 from __future__ import annotations
@@ -297,8 +297,14 @@ class ClusterPresenceStore:
         self._send({"k": "sync", "to": origin})
 
     def connected(self) -> None:
-        """The transport (re)connected: anything may have been missed both ways. Tell
-        everyone what is here, and ask everyone for theirs."""
+        """The transport (re)connected: anything may have been missed both ways.
+        Knowing no other process (at start, or after an outage longer than the lease):
+        tell everyone what is here and ask everyone for theirs. Otherwise the heartbeat
+        suffices: a process that missed messages sees the seq differ and asks (so a
+        bus's cluster-wide catch-up does not make every process send everything)."""
+        if self._peers:
+            self._send({"k": "hb", "s": self._seq})
+            return
         self._send_full()
         self._send({"k": "sync", "to": ""})
 
@@ -343,6 +349,8 @@ class ClusterPresenceStore:
                 self._peer_op(origin, peer, op, channel, view)
         elif kind == "full":
             self._full_part(origin, peer, body)
+        elif kind == "bye":  # a clean stop: no need to wait for the lease
+            self._drop(origin)
 
     def _peer_op(self, origin: str, peer: _Peer, op: str, channel: str, view: View) -> None:
         key = _key(view)
@@ -385,20 +393,30 @@ class ClusterPresenceStore:
         self._task = asyncio.create_task(self._beat(), name="presence-heartbeat")
 
     async def stop(self) -> None:
+        """Stop the heartbeat; send what is queued and a goodbye, so the others drop
+        this process's members now rather than after the lease (which covers a
+        goodbye that never comes)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._pending:
+            self._flush()
+        self._send({"k": "bye", "s": self._seq})
 
     async def _beat(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._pending:
-                self._flush()
-            self._send({"k": "hb", "s": self._seq})
-            self.expire(loop.time())
+            self.beat(loop.time())
             await asyncio.sleep(self.heartbeat_seconds)
+
+    def beat(self, loop_now: float) -> None:
+        """One heartbeat: renew this process's lease at the others, drop the silent."""
+        if self._pending:
+            self._flush()
+        self._send({"k": "hb", "s": self._seq})
+        self.expire(loop_now)
 
     def expire(self, loop_now: float) -> None:
         """Drop every process whose lease ran out: its members leave."""

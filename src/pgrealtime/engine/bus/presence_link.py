@@ -63,6 +63,7 @@ class PgPresenceLink:
         self.connected = asyncio.Event()
         self._queue: list[str] = []
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # the queue was emptied (stop waits for it)
         self._task: asyncio.Task | None = None
         self.dropped = 0  # messages not sent: the connection was down
         store.send = self._send
@@ -72,6 +73,11 @@ class PgPresenceLink:
         self._task = asyncio.create_task(self._run(), name="presence-link")
 
     async def stop(self) -> None:
+        """Send what is queued (the goodbye) for up to a second, then close."""
+        if self._queue and self.connected.is_set():
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), 1.0)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,7 +130,9 @@ class PgPresenceLink:
             lost_waiter.cancel()
             self._wake.clear()
             while self._queue and not lost.is_set():
-                batch, self._queue = self._queue, []
-                for payload in batch:  # one NOTIFY each: a transaction's are merged
-                    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                # one NOTIFY each (a transaction's equal payloads would be merged),
+                # taken off the queue once sent, so stop() can wait for it to empty
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._queue[0])
+                self._queue.pop(0)
+            self._drained.set()
         raise ConnectionError("presence link connection terminated")
