@@ -146,6 +146,9 @@ async def test_a_full_view_in_parts_and_malformed_messages() -> None:
                                "m": [["r", "not a member"]]})):  # fmt: skip
         b.receive(junk)
     assert b.member_count("r") == 30
+    extra = {"type": "user", "presenceId": "p", "joinedAt": "t0", "admin": True}
+    b.receive(orjson.dumps({"o": "x", "k": "ops", "s": 2, "ops": [["j", "t", extra]]}))
+    assert b.snapshot("t", 0)[0] == [{"type": "user", "presenceId": "p", "joinedAt": "t0"}]
 
 
 async def test_a_goodbye_leaves_at_once() -> None:

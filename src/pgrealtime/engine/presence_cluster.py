@@ -98,6 +98,17 @@ def _key(view: Any) -> MemberKey | None:
     return (kind, pid)
 
 
+def _clean(view: View) -> View | None:
+    """A member view from another process, with only the fields a member has (it
+    goes to clients as it is)."""
+    if _key(view) is None or not isinstance(view.get("joinedAt"), str):
+        return None
+    clean = {"type": view["type"], "presenceId": view["presenceId"], "joinedAt": view["joinedAt"]}
+    if isinstance(view.get("state"), dict):
+        clean["state"] = view["state"]
+    return clean
+
+
 class ClusterPresenceStore:
     """The PresenceStore of a process in a cluster; see the module docstring.
 
@@ -352,10 +363,11 @@ class ClusterPresenceStore:
         elif kind == "bye":  # a clean stop: no need to wait for the lease
             self._drop(origin)
 
-    def _peer_op(self, origin: str, peer: _Peer, op: str, channel: str, view: View) -> None:
-        key = _key(view)
-        if key is None or not isinstance(channel, str):
+    def _peer_op(self, origin: str, peer: _Peer, op: str, channel: str, given: View) -> None:
+        view = _clean(given)
+        if view is None or not isinstance(channel, str):
             return
+        key = (view["type"], view["presenceId"])
         members = peer.channels.setdefault(channel, {})
         if op == "l":
             if members.pop(key, None) is None:
@@ -376,10 +388,10 @@ class ClusterPresenceStore:
             return
         channels: dict[str, dict[MemberKey, View]] = {}
         for part in peer.parts[1].values():
-            for channel, view in part:
-                key = _key(view)
-                if key is not None and isinstance(channel, str):
-                    channels.setdefault(channel, {})[key] = view
+            for channel, given in part:
+                view = _clean(given)
+                if view is not None and isinstance(channel, str):
+                    channels.setdefault(channel, {})[(view["type"], view["presenceId"])] = view
         peer.parts = None
         seq = int(body["s"])
         if peer.complete and seq < peer.seq:
