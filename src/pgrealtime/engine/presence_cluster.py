@@ -178,13 +178,17 @@ class ClusterPresenceStore:
         if change is None:
             return None
         self._queue(change.event, change.channel, change.member)
-        return self._apply(_SELF, change.event, change.channel, change.member, change.timestamp)
+        merged = self._apply(_SELF, change.event, change.channel, change.member)
+        if merged is None:
+            return None
+        if merged == (change.event, change.member):
+            return change  # what the local store said (made once: a uuid and a clock)
+        return PresenceChange(merged[0], change.channel, merged[1], change.timestamp)
 
     # -- the merge ----------------------------------------------------------------
-    def _apply(
-        self, holder: str, event: str, channel: str, view: View, now: str | None = None
-    ) -> PresenceChange | None:
-        """One holder's member-level change; the cluster-level change, if any."""
+    def _apply(self, holder: str, event: str, channel: str, view: View) -> tuple[str, View] | None:
+        """One holder's member-level change; the cluster-level change, if any, as
+        (event, member view)."""
         key = _key(view)
         if key is None:
             return None
@@ -199,26 +203,26 @@ class ClusterPresenceStore:
             del room[key]  # type: ignore[union-attr]
             if not room:
                 del self._merged[channel]
-            return PresenceChange(LEAVE, channel, member.view, now or _now())
+            return LEAVE, member.view
         if room is None:
             room = self._merged[channel] = {}
         member = room.get(key)
         if member is None:  # the first holder anywhere
             member = room[key] = _Merged(view)
             member.holders.add(holder)
-            return PresenceChange(JOIN, channel, view, now or _now())
+            return JOIN, view
         member.holders.add(holder)
         if event == UPDATE and view.get("state") != member.view.get("state"):
             merged = {k: v for k, v in member.view.items() if k != "state"}
             if view.get("state") is not None:
                 merged["state"] = view["state"]
             member.view = merged
-            return PresenceChange(UPDATE, channel, merged, now or _now())
+            return UPDATE, merged
         return None
 
-    def _emit(self, change: PresenceChange | None) -> None:
+    def _emit(self, channel: str, change: tuple[str, View] | None) -> None:
         if change is not None and self.on_change is not None:
-            self.on_change(change)
+            self.on_change(PresenceChange(change[0], channel, change[1], _now()))
 
     def _replace(
         self, origin: str, peer: _Peer, channels: dict[str, dict[MemberKey, View]]
@@ -230,15 +234,15 @@ class ClusterPresenceStore:
             now = channels.get(channel, {})
             for key, view in members.items():
                 if key not in now:
-                    self._emit(self._apply(origin, LEAVE, channel, view))
+                    self._emit(channel, self._apply(origin, LEAVE, channel, view))
         for channel, members in channels.items():
             before = old.get(channel, {})
             for key, view in members.items():
                 was = before.get(key)
                 if was is None:
-                    self._emit(self._apply(origin, JOIN, channel, view))
+                    self._emit(channel, self._apply(origin, JOIN, channel, view))
                 elif was.get("state") != view.get("state"):
-                    self._emit(self._apply(origin, UPDATE, channel, view))
+                    self._emit(channel, self._apply(origin, UPDATE, channel, view))
 
     def _drop(self, origin: str) -> None:
         peer = self._peers.pop(origin, None)
@@ -374,10 +378,10 @@ class ClusterPresenceStore:
                 return
             if not members:
                 del peer.channels[channel]
-            self._emit(self._apply(origin, LEAVE, channel, view))
+            self._emit(channel, self._apply(origin, LEAVE, channel, view))
         elif op in ("j", "u"):
             members[key] = view
-            self._emit(self._apply(origin, JOIN if op == "j" else UPDATE, channel, view))
+            self._emit(channel, self._apply(origin, JOIN if op == "j" else UPDATE, channel, view))
 
     def _full_part(self, origin: str, peer: _Peer, body: dict[str, Any]) -> None:
         sync_id, index, total = str(body["id"]), int(body["i"]), int(body["n"])
