@@ -115,6 +115,9 @@ async def test_presence_is_cluster_wide(processes: ProcFactory, broker_args: lis
         snapshot_ids = [m["presenceId"] for m in tab2.snapshot]
         assert snapshot_ids.count(user) == 1 and set(watchers_ids) <= set(snapshot_ids)
         late = await _join(http, procs[2], str(uuid.uuid4()))
+        # the second connection's join must have reached every process before the
+        # first one closes: a leave racing ahead of it on the bus shows as leave + join
+        await asyncio.sleep(1.0)
         assert [m["presenceId"] for m in late.snapshot].count(user) == 1
         await tab1.close()
         await asyncio.sleep(1.5)  # three heartbeats: a leave would have come
