@@ -160,3 +160,22 @@ async def test_a_goodbye_leaves_at_once() -> None:
     await a.stop()
     await net.settle()
     assert net.seen["b"] == [("join", "u1"), ("leave", "u1")]
+
+
+async def test_a_newcomer_sees_the_state_whichever_holder_it_hears_first() -> None:
+    net = Net("a", "b")
+    await net.meet()
+    a, b = net.stores.values()
+    a.join("r", U, "c1")
+    await net.settle()
+    b.join("r", U, "c2")
+    b.update("r", "c2", {"typing": True})  # a's own connection has no state
+    await net.settle()
+    for first in ("a", "b"):
+        newcomer = ClusterPresenceStore("n" + first, 0.01, 60)
+        newcomer.receive(orjson.dumps({"o": "x", "k": "hb", "s": 0}))  # knows someone
+        for origin in (first, "b" if first == "a" else "a"):
+            held = net.stores[origin].local.snapshot("r", 0)[0][0]
+            full = {"o": origin, "k": "full", "s": 9, "id": origin, "i": 0, "n": 1}
+            newcomer.receive(orjson.dumps({**full, "m": [["r", held]]}))
+        assert newcomer.snapshot("r", 0)[0][0]["state"] == {"typing": True}

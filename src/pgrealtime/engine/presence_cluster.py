@@ -212,10 +212,13 @@ class ClusterPresenceStore:
             member.holders.add(holder)
             return JOIN, view
         member.holders.add(holder)
-        if event == UPDATE and view.get("state") != member.view.get("state"):
+        state = view.get("state")
+        # an update, or a holder that arrives with a state (a full view heard after
+        # another holder's), sets the member's state: the last heard wins
+        if (event == UPDATE or state is not None) and state != member.view.get("state"):
             merged = {k: v for k, v in member.view.items() if k != "state"}
-            if view.get("state") is not None:
-                merged["state"] = view["state"]
+            if state is not None:
+                merged["state"] = state
             member.view = merged
             return UPDATE, merged
         return None
