@@ -2,7 +2,8 @@
 (NOTIFY) and over a real nats-server: one member per user across processes, joins and
 leaves once and in order at every process, a process killed with SIGKILL has its
 members leave everywhere within the lease, and a process started later lists the
-members of the others in its snapshots; one stopped with SIGTERM says goodbye."""
+members of the others in its snapshots; one stopped with SIGTERM says goodbye; a NATS
+outage longer than the lease heals when NATS is back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import uuid
 
 import aiohttp
 import jwt
-from tests.cluster.conftest import ADMIN, Proc, ProcFactory
+from tests.cluster.conftest import ADMIN, Nats, Proc, ProcFactory
 from tests.conftest import JWT_SECRET
 
 CHANNEL = "room:1"
@@ -163,4 +164,39 @@ async def test_presence_is_cluster_wide(processes: ProcFactory, broker_args: lis
         assert took < LEASE
         await _all_see(procs[:2], 2)
         for member in [*watchers, late, victim, newcomer]:
+            await member.close()
+
+
+async def test_a_bus_outage_longer_than_the_lease_heals(
+    processes: ProcFactory, nats_server: Nats
+) -> None:
+    """NATS gone for longer than the lease: each process drops the others' members
+    (it cannot tell a cut from a death); once it is back they learn each other's
+    members again, those who joined meanwhile included."""
+    procs = [processes("--broker", nats_server.url, **TIMING) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await proc.wait_healthy()
+    async with aiohttp.ClientSession(headers=ADMIN) as admin:
+        async with admin.post(procs[0].base + "/api/realtime/channels",
+                              json={"pattern": "room:*"}) as resp:  # fmt: skip
+            assert resp.status == 201
+    await _all_see(procs, 2)
+    ids = [str(uuid.uuid4()) for _ in procs]
+    meanwhile = str(uuid.uuid4())
+    async with aiohttp.ClientSession() as http:
+        a, b = [await _join(http, proc, who) for proc, who in zip(procs, ids, strict=True)]
+        await a.until(ids[1], ["join"])
+        nats_server.stop()
+        await a.until(ids[1], ["join", "leave"], timeout=LEASE + 10)
+        await b.until(ids[0], ["leave"], timeout=LEASE + 10)
+        late = await _join(http, procs[1], meanwhile)  # joins while the bus is away
+        await nats_server.start()
+        await a.until(ids[1], ["join", "leave", "join"], timeout=30)
+        await a.until(meanwhile, ["join"], timeout=30)
+        await b.until(ids[0], ["leave", "join"], timeout=30)
+        fresh = await _join(http, procs[0], str(uuid.uuid4()))
+        assert {m["presenceId"] for m in fresh.snapshot} >= {*ids, meanwhile}
+        for member in (a, b, late, fresh):
             await member.close()
