@@ -179,3 +179,21 @@ async def test_a_newcomer_sees_the_state_whichever_holder_it_hears_first() -> No
             full = {"o": origin, "k": "full", "s": 9, "id": origin, "i": 0, "n": 1}
             newcomer.receive(orjson.dumps({**full, "m": [["r", held]]}))
         assert newcomer.snapshot("r", 0)[0][0]["state"] == {"typing": True}
+
+
+async def test_a_state_too_large_for_the_link_is_shared_without_it() -> None:
+    net = Net("a", "b")
+    await net.meet()
+    a, b = net.stores.values()
+    a.max_message_bytes = 1000
+    sizes: list[int] = []
+    send = a.send
+    assert send is not None
+    a.send = lambda data: (sizes.append(len(data)), send(data))[1]
+    a.join("r", U, "c1")
+    a.update("r", "c1", {"blob": "x" * 2000})
+    a.join("s", ("user", "u2"), "c2")
+    await net.settle()
+    assert sizes and max(sizes) < 1000
+    assert b.member_count("s") == 1 and "state" not in b.snapshot("r", 0)[0][0]
+    assert a.states_left_out == 1

@@ -140,6 +140,7 @@ class ClusterPresenceStore:
         self.received = 0
         self.expired = 0  # processes dropped for a lease that ran out
         self.syncs_asked = 0
+        self.states_left_out = 0  # states too large for the link (see _chunks)
 
     def attach(self, on_change: Callable[[PresenceChange], None]) -> None:
         self.on_change = on_change
@@ -271,13 +272,22 @@ class ClusterPresenceStore:
             self._send({"k": "ops", "s": self._seq, "ops": chunk})
 
     def _chunks(self, items: list) -> list[list]:
-        """`items` in lists whose encoding stays under max_message_bytes (one item
-        alone may be larger: it goes on its own)."""
+        """`items` (each ending with a member view) in lists whose encoding stays
+        under max_message_bytes. An item too large alone (a state over NOTIFY's
+        8000 bytes: --max-presence-state-bytes raised without a broker) goes without
+        its state, which the other processes then do not show."""
         chunks: list[list] = [[]]
         size = 0
+        room = self.max_message_bytes - 200
         for item in items:
             length = len(orjson.dumps(item)) + 1
-            if chunks[-1] and size + length > self.max_message_bytes - 200:
+            if length > room and "state" in item[-1]:
+                self.states_left_out += 1
+                log.warning("presence: a member's state of %d bytes is too large to share "
+                            "with other processes; sent without it", length)  # fmt: skip
+                item = [*item[:-1], {k: v for k, v in item[-1].items() if k != "state"}]
+                length = len(orjson.dumps(item)) + 1
+            if chunks[-1] and size + length > room:
                 chunks.append([])
                 size = 0
             chunks[-1].append(item)
@@ -455,4 +465,5 @@ class ClusterPresenceStore:
             "messages_received": self.received,
             "leases_expired": self.expired,
             "syncs_asked": self.syncs_asked,
+            "states_left_out": self.states_left_out,
         }

@@ -86,7 +86,7 @@ class PgPresenceLink:
         self.connected.clear()
 
     def _send(self, data: bytes) -> None:
-        if not self.connected.is_set():
+        if not self.connected.is_set() or len(data) >= 8000:  # NOTIFY would refuse it
             self.dropped += 1
             return
         self._queue.append(data.decode())
