@@ -3,7 +3,7 @@
 leaves once and in order at every process, a process killed with SIGKILL has its
 members leave everywhere within the lease, and a process started later lists the
 members of the others in its snapshots; one stopped with SIGTERM says goodbye; a NATS
-outage longer than the lease heals when NATS is back."""
+outage longer than the lease heals when NATS is back; `--workers 2` share presence."""
 
 from __future__ import annotations
 
@@ -199,4 +199,38 @@ async def test_a_bus_outage_longer_than_the_lease_heals(
         fresh = await _join(http, procs[0], str(uuid.uuid4()))
         assert {m["presenceId"] for m in fresh.snapshot} >= {*ids, meanwhile}
         for member in (a, b, late, fresh):
+            await member.close()
+
+
+async def test_workers_share_presence(processes: ProcFactory) -> None:
+    """`--workers 2`: the kernel spreads the connections over both workers; every
+    subscriber's snapshot lists the members of both."""
+    proc = processes("--workers", "2", **TIMING)
+    proc.start()
+    await proc.wait_healthy()
+    async with aiohttp.ClientSession(headers=ADMIN) as admin:
+        async with admin.post(proc.base + "/api/realtime/channels",
+                              json={"pattern": "room:*"}) as resp:  # fmt: skip
+            assert resp.status == 201
+    seen: dict[str, int] = {}
+    for _ in range(200):  # each worker hears the other (health lands on either)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(proc.base + "/health", headers=ADMIN) as resp:
+                details = (await resp.json())["details"]
+        seen[details["process"]] = details["presence"]["processes"]
+        if len(seen) == 2 and set(seen.values()) == {2}:
+            break
+        await asyncio.sleep(0.05)
+    assert len(seen) == 2 and set(seen.values()) == {2}, seen
+    users = [str(uuid.uuid4()) for _ in range(8)]
+    async with aiohttp.ClientSession() as http:
+        members = [await _join(http, proc, user) for user in users]
+        for _ in range(100):
+            last = await _join(http, proc, str(uuid.uuid4()))
+            await last.close()
+            if {m["presenceId"] for m in last.snapshot} >= set(users):
+                break
+            await asyncio.sleep(0.1)
+        assert {m["presenceId"] for m in last.snapshot} >= set(users), last.snapshot
+        for member in members:
             await member.close()
