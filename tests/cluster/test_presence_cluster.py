@@ -3,7 +3,8 @@
 leaves once and in order at every process, a process killed with SIGKILL has its
 members leave everywhere within the lease, and a process started later lists the
 members of the others in its snapshots; one stopped with SIGTERM says goodbye; a NATS
-outage longer than the lease heals when NATS is back; `--workers 2` share presence."""
+outage longer than the lease heals when NATS is back, and a cut NOTIFY connection
+without a broker is repaired by the heartbeat; `--workers 2` share presence."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import uuid
 
 import aiohttp
+import asyncpg
 import jwt
 from tests.cluster.conftest import ADMIN, Nats, Proc, ProcFactory
 from tests.conftest import JWT_SECRET
@@ -234,3 +236,37 @@ async def test_workers_share_presence(processes: ProcFactory) -> None:
         assert {m["presenceId"] for m in last.snapshot} >= set(users), last.snapshot
         for member in members:
             await member.close()
+
+
+async def test_a_lost_notify_connection_is_repaired(processes: ProcFactory, db_url: str) -> None:
+    """Without a broker: the presence connection of one process is cut and a member
+    joins there meanwhile (its message is lost); the heartbeat after the reconnect
+    shows the others what they missed, and they ask for it."""
+    procs = [processes(**TIMING) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        await proc.wait_healthy()
+    async with aiohttp.ClientSession(headers=ADMIN) as admin:
+        async with admin.post(procs[0].base + "/api/realtime/channels",
+                              json={"pattern": "room:*"}) as resp:  # fmt: skip
+            assert resp.status == 201
+    await _all_see(procs, 2)
+    watcher_id, joiner = str(uuid.uuid4()), str(uuid.uuid4())
+    db = await asyncpg.connect(db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            watcher = await _join(http, procs[0], watcher_id)
+            second = (await procs[1].health())["details"]["process"].split(":")[2]
+            cut = await db.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1", f"pgrealtime presence {second}"
+            )  # fmt: skip
+            assert cut == 1
+            member = await _join(http, procs[1], joiner)
+            await watcher.until(joiner, ["join"], timeout=LEASE)  # before its lease ran out
+            await member.close()
+            await watcher.until(joiner, ["join", "leave"])
+            await watcher.close()
+    finally:
+        await db.close()

@@ -100,7 +100,8 @@ class PgPresenceLink:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.url)
+                name = f"pgrealtime presence {self.store.origin[:8]}"  # for operators
+                conn = await asyncpg.connect(self.url, server_settings={"application_name": name})
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
