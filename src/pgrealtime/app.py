@@ -30,10 +30,12 @@ from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.bus.base import Bus
 from pgrealtime.engine.bus.nats_bus import NatsBus
 from pgrealtime.engine.bus.pg_notify import Listener
+from pgrealtime.engine.bus.presence_link import PgPresenceLink, over_nats
 from pgrealtime.engine.hub import Hub
 from pgrealtime.engine.limits import ConnectionLimits, UserBudgets
 from pgrealtime.engine.ordering import Ordering
 from pgrealtime.engine.presence import Presence
+from pgrealtime.engine.presence_cluster import ClusterPresenceStore
 from pgrealtime.engine.publisher import Publisher
 from pgrealtime.engine.retention import retention_loop
 from pgrealtime.engine.revocation import Revalidator
@@ -190,9 +192,14 @@ async def _database(app: web.Application):
     app[keys.HUB] = hub
     app[keys.DELIVERY] = delivery
     presence = None  # --no-presence
+    presence_store = None  # members of every process (engine/presence_cluster.py)
     if settings.presence:
-        presence = Presence(hub, None, settings.presence_snapshot_limit,
+        presence_store = ClusterPresenceStore(
+            app[keys.ORIGIN], settings.presence_heartbeat_seconds, settings.presence_lease_seconds
+        )
+        presence = Presence(hub, presence_store, settings.presence_snapshot_limit,
                             settings.max_presence_state_bytes)  # fmt: skip
+        app[keys.HEALTH_EXTRAS]["presence"] = presence_store.describe
     warn_before = settings.token_expiry_warning_seconds
     app[keys.SESSION_CONTEXT] = SessionContext(
         hub=hub,
@@ -227,6 +234,7 @@ async def _database(app: web.Application):
     revalidator = Revalidator(app[keys.SESSIONS].live, pool)
     app[keys.REVALIDATOR] = revalidator
     listener: Bus
+    presence_link = None
     servers = broker_servers(settings.broker_url)
     if servers:  # NATS carries the messages themselves (engine/bus/nats_bus.py)
         bus = NatsBus(servers, url, pool, delivery, app[keys.ORIGIN], revalidator.request)
@@ -236,13 +244,21 @@ async def _database(app: web.Application):
             cluster_feed.ride(bus.stream)
         else:  # the members and leader as the bus's election sees them
             app[keys.HEALTH_EXTRAS]["cluster"] = bus.describe_cluster
+        if presence_store is not None:
+            over_nats(presence_store, bus)
         listener = bus
     else:
         listener = Listener(
             url, delivery, app[keys.ORIGIN], on_channels_changed=revalidator.request
         )
+        if presence_store is not None:
+            presence_link = PgPresenceLink(url, presence_store)
     publisher.on_lost_reply = listener.deliver_own
     listener.start()
+    if presence_link is not None:
+        presence_link.start()
+    if presence_store is not None:
+        presence_store.start()
     app[keys.LISTENER] = listener
     _spawn(app, lambda: retention_loop(pool, settings.retention_interval_seconds))
     webhooks = app[keys.WEBHOOKS] = WebhookWorker(pool, WebhookSettings.of(settings))
@@ -260,7 +276,11 @@ async def _database(app: web.Application):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if presence_store is not None:  # its goodbye goes out before the bus stops
+        await presence_store.stop()
     await listener.stop()
+    if presence_link is not None:
+        await presence_link.stop()
     await revalidator.stop()
     if cluster_feed is not None:
         await cluster_feed.stop()

@@ -1,4 +1,5 @@
-"""--workers and --broker: what is accepted, what is refused at start."""
+"""--workers, --broker and the presence lease: what is accepted, what is refused at
+start."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ def test_broker_is_nats_urls_or_embedded_with_workers() -> None:
     assert "not a nats://" in (limits_error(Settings(broker_url="redis://a")) or "")
     assert "needs --workers 2" in (limits_error(Settings(broker_url="embedded")) or "")
     assert limits_error(Settings(broker_url="embedded", workers="2")) is None
+
+
+def test_presence_lease_outlasts_the_heartbeat() -> None:
+    assert limits_error(Settings()) is None  # 2 s heartbeat, 10 s lease
+    assert limits_error(Settings(presence_heartbeat_seconds=5, presence_lease_seconds=5)) == (
+        "--presence-lease-seconds must be more than --presence-heartbeat-seconds"
+    )
+    assert "at least 0.1" in (limits_error(Settings(presence_heartbeat_seconds=0)) or "")

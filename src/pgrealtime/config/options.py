@@ -753,6 +753,28 @@ OPTIONS: tuple[Option, ...] = (
         burst_of="presence_rate",
         doc_default="`10`",
     ),
+    _o(
+        "presence_heartbeat_seconds",
+        float,
+        2.0,
+        "presence",
+        "with other processes on the database or broker: how often this one renews its "
+        "presence lease",
+        "how often a process tells the others on its database or broker that it is alive "
+        "(its presence lease), with the sequence of its last presence change "
+        "([architecture.md](architecture.md#presence))",
+        minimum=0.1,
+    ),
+    _o(
+        "presence_lease_seconds",
+        float,
+        10.0,
+        "presence",
+        "a process not heard from for this long has its presence members leave on the others",
+        "a process not heard from for this long (killed, cut off) has its members leave "
+        "presence at every other process; more than `--presence-heartbeat-seconds`",
+        minimum=0.5,
+    ),
     # --- serve: changes ------------------------------------------------------------
     _o(
         "changes",

@@ -72,6 +72,8 @@ class Settings:
     max_presence_state_bytes: int = _d("max_presence_state_bytes")
     presence_rate: float = _d("presence_rate")
     presence_burst: float = _d("presence_burst")
+    presence_heartbeat_seconds: float = _d("presence_heartbeat_seconds")
+    presence_lease_seconds: float = _d("presence_lease_seconds")
     max_connections_per_ip: int = _d("max_connections_per_ip")
     max_connections: int = _d("max_connections")
     auth_timeout_seconds: float = _d("auth_timeout_seconds")

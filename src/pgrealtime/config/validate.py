@@ -53,6 +53,8 @@ def limits_error(settings: Settings) -> str | None:
         for server in broker_servers(settings.broker_url):
             if not server.startswith(("nats://", "tls://")):
                 return f"--broker: {server!r} is not a nats:// or tls:// URL, nor embedded"
+    if settings.presence_lease_seconds <= settings.presence_heartbeat_seconds:
+        return "--presence-lease-seconds must be more than --presence-heartbeat-seconds"
     for pattern in settings.changes_tables:
         schema, dot, table = pattern.partition(".")
         if dot and not (schema and table):

@@ -11,12 +11,13 @@ Two parts with one job each:
 
 - `PresenceStore` (a Protocol) and `LocalPresenceStore`: pure bookkeeping, no I/O, no
   clock of its own (the caller may pass one). Each call says which change, if any, the
-  channel's subscribers must see. The store is behind a Protocol because presence
-  becomes cluster-wide (issue 14): there, each process keeps this local view of its
-  own connections and publishes its member-level joins and leaves on the bus under a
-  process lease; a cluster store merges them (a member is present while any live
-  process holds it, a process whose lease expires leaves all its members) and
-  returns the same changes, so nothing above the store changes.
+  channel's subscribers must see. The store is behind a Protocol because presence is
+  cluster-wide (issue 14): the server's store is `presence_cluster.ClusterPresenceStore`,
+  which keeps this local view of the process's own connections, sends its member-level
+  changes to the other processes under a process lease, merges theirs (a member is
+  present while any live process holds it; a process whose lease expires leaves all
+  its members) and returns the same changes, so nothing above the store changes but
+  one hook: it hands `Presence` the changes other processes cause (`attach`).
 - `Presence`: the store plus fan-out. A change goes through the hub to the channel's
   subscribers as one frame per protocol (a ChannelEvent's `frame_for`, cached like a
   stored message's), and to subscribers still resuming history, who are not in the
@@ -224,6 +225,9 @@ class Presence:
         # Subscribers that joined presence before the hub (resuming history): they get
         # changes straight to their outbox until the hub has them.
         self._direct: dict[str, set[Outbox]] = {}
+        attach = getattr(self.store, "attach", None)
+        if attach is not None:  # a cluster store: changes made by other processes
+            attach(self._fan_out)
 
     def join(
         self, channel: str, key: MemberKey, connection_id: str, outbox: Outbox, in_hub: bool

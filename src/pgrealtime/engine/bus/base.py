@@ -68,11 +68,10 @@ class Bus(Protocol):
       slot reader is elected the same way (changes/cluster.py). A broker-native
       election (a NATS KV key with a TTL) could replace it behind the same two callbacks.
     - Channel-change notices stay on PostgreSQL's second NOTIFY channel (rare).
-    - Presence (not built yet) fits the same shape: each process publishes its
-      members' joins/leaves and a heartbeat on `pgrt.<cluster>.presence.<channel>`,
-      keeps the others' state with an expiry (a process that dies stops its
-      heartbeats and its members leave after the expiry), and one member per user is
-      counted over all processes; without a broker the same messages go over NOTIFY.
+    - Presence: each process sends its members' joins, leaves and updates and a
+      heartbeat on `pgrt.<cluster>.presence` (`NatsBus.stream`; without a broker
+      over NOTIFY), keeps the others' members under a lease, and counts one member
+      per user over all processes (engine/presence_cluster, engine/bus/presence_link).
     """
 
     connected: asyncio.Event

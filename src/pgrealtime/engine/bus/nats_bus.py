@@ -164,6 +164,11 @@ class NatsBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._nc is not None and self.connected.is_set():  # the last words (presence's
+            outbox, self._outbox = self._outbox, []  # goodbye), flushed by the drain
+            with contextlib.suppress(Exception):
+                for subject, data in outbox:
+                    await self._nc.publish(subject, data)
         await self._channels.stop()
         await self._sql.stop()
         if self._nc is not None:
