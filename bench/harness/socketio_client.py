@@ -18,6 +18,7 @@ PONG = b"3"
 # the server's own events (presence:join / presence:leave, {member, meta}): counted
 # apart, without a parse (1,000 sessions joining one channel send ~500k of them)
 SYSTEM_EVENT = b'42["presence:'
+META_CHANNEL = b',"meta":{"channel":"'
 
 
 class SioSession(Session):
@@ -89,6 +90,20 @@ class SioSession(Session):
             if data.startswith(SYSTEM_EVENT):  # presence:join/leave: not a message
                 rec.system_events += 1
                 return
+            # fast path, as the raw client's: the bench's own payload fields come
+            # first and `meta` last, so parse the fields without meta and read
+            # the channel out of meta's first key (a full parse costs ~1.7x)
+            start = data.find(b',{"k":', 3, 200)
+            m = data.find(META_CHANNEL, start)
+            if start > 0 and m > 0:
+                c = m + len(META_CHANNEL)
+                try:
+                    payload = orjson.loads(data[start + 1 : m] + b"}")
+                    channel = data[c : data.find(b'"', c)].decode()
+                    self._on_message(received, channel.removeprefix("realtime:"), payload)
+                    return
+                except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                    pass  # fall through to the full parse
             try:
                 _, body = orjson.loads(data[2:])
                 meta = body["meta"]
