@@ -89,6 +89,7 @@ def summary_rows(scenario: str, result: dict, p99_limit_ms: float) -> list[tuple
             ("publishes rejected", result["publishes_rejected"]),
             ("publishes unacked", result["unacked"]),
             ("sessions dropped", result["sessions_dropped"]),
+            ("system events (presence)", result.get("system_events")),
             ("server RSS MB at end", result["server_rss_mb"]),
         ]
         return rows

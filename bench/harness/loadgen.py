@@ -55,6 +55,7 @@ class Recorder:
     ack_latencies: dict[int, array] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
     malformed: int = 0
+    system_events: int = 0  # the server's own events (presence join/leave), not messages
 
     def open_window(self, step: int, t0: int, t1: int) -> None:
         self.windows[step] = (t0, t1)
@@ -192,6 +193,8 @@ class Session:
                 waiter.set_result(frame)
         elif kind == "error":
             rec.errors.append(frame)
+        elif kind == "presence":
+            rec.system_events += 1
 
     def _on_message(self, received: int, channel: str, payload: dict) -> None:
         rec = self.recorder

@@ -183,6 +183,7 @@ async def run_stepped(
         "unacked": sum(p.unacked for p in pubs),
         "sessions_dropped": rec.dropped,
         "malformed": rec.malformed,
+        "system_events": rec.system_events,  # presence join/leave: counted, not checked
         "errors_sample": rec.errors[:5],
         "server_rss_mb": None if rss is None else round(rss / 2**20, 1),
     }
