@@ -25,6 +25,12 @@ SIZES_AFTER_SQL = (
     " FROM realtime.messages WHERE channel_name = $1 AND position > $2"
     " ORDER BY position DESC LIMIT $3"
 )
+# Oldest first, within a range: the messages a resume dropped while it read history.
+SIZES_BETWEEN_SQL = (
+    "SELECT position, octet_length(payload::text) + octet_length(event_name) AS size"
+    " FROM realtime.messages WHERE channel_name = $1 AND position > $2 AND position <= $3"
+    " ORDER BY position LIMIT $4"
+)
 PAGE_SQL = (
     SELECT_MESSAGES + " WHERE channel_name = $1 AND position >= $2 AND position <= $3"
     " ORDER BY position"
@@ -32,6 +38,7 @@ PAGE_SQL = (
 # A `message` frame besides its payload and event: ids, names, timestamp, header.
 FRAME_OVERHEAD = 512
 PAGE_ROWS = 500
+RANGE_ROWS = 10 * PAGE_ROWS  # sizes read at once by plan_range
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,18 @@ async def plan_history(
     )
     newest = rows[0]["position"] if rows else start
     return HistoryPlan(_pages(kept, page_bytes), len(kept), complete, max(newest, start))
+
+
+async def plan_range(
+    pool: asyncpg.Pool, channel: str, after: int, upto: int, page_bytes: int
+) -> list[tuple[int, int]]:
+    """Pages of the stored messages past `after` up to `upto`, oldest first, no limit
+    but the range: at most RANGE_ROWS of them, so a long range is planned (and its
+    sizes held) a piece at a time; the caller asks again past the last page. Empty
+    when nothing is stored in the range (any more)."""
+    rows = await pool.fetch(SIZES_BETWEEN_SQL, channel, after, upto, RANGE_ROWS)
+    extra = len(channel) + FRAME_OVERHEAD
+    return _pages([(row["position"], row["size"] + extra) for row in rows], page_bytes)
 
 
 def _pages(kept: list[tuple[int, int]], page_bytes: int) -> list[tuple[int, int]]:
