@@ -453,6 +453,18 @@ OPTIONS: tuple[Option, ...] = (
         doc_default="`4194304` (4 MiB)",
     ),
     _o(
+        "recover_read_timeout_seconds",
+        float,
+        10.0,
+        "limits",
+        "seconds one history read of a resume (a page, or its plan) may take; past it the "
+        "database is taken for unavailable and the subscription ends with SERVICE_UNAVAILABLE",
+        "seconds one history read of a resume (a page, or its plan) may take; past it the "
+        "database is taken for unavailable and the subscription ends with "
+        "`SERVICE_UNAVAILABLE` (subscribe again with `since`)",
+        minimum=0.1,
+    ),
+    _o(
         "max_concurrent_recoveries",
         int,
         8,

@@ -77,6 +77,7 @@ class Subscriptions:
         max_recover: int,
         max_recover_bytes: int,
         max_recover_live_bytes: int = 0,
+        read_timeout: float | None = None,
     ) -> None:
         self.hub = hub
         self.ordering = ordering
@@ -87,6 +88,9 @@ class Subscriptions:
         self.max_recover_bytes = max_recover_bytes
         # live messages one resume collects while it reads history (0: no bound)
         self.max_recover_live_bytes = max_recover_live_bytes
+        # one history read (a page, or its plan): past it the database is taken for
+        # unavailable and the subscription ends with SERVICE_UNAVAILABLE
+        self.read_timeout = read_timeout
 
     async def subscribe(
         self, principal: Principal, channel: str, since: int | str | None, sink: Sink
@@ -128,7 +132,8 @@ class Subscriptions:
         outbox = sink.outbox
         async with self.recoveries:
             plan = await plan_history(self.pool, channel, since, current, self.max_recover,
-                                      self.max_recover_bytes, self._page_bytes())  # fmt: skip
+                                      self.max_recover_bytes, self._page_bytes(),
+                                      self.read_timeout)  # fmt: skip
         membership = Membership(channel, outbox, recovery)
         token = sink.accept(channel_id, membership, plan)
         if token is None:
@@ -143,7 +148,7 @@ class Subscriptions:
                 while floor < upto:
                     async with self.recoveries:
                         pages = await plan_range(self.pool, channel, floor, upto,
-                                                 self._page_bytes())  # fmt: skip
+                                                 self._page_bytes(), self.read_timeout)  # fmt: skip
                     if not pages:
                         break
                     if not await self._send_pages(channel, pages, sink, token):
@@ -173,7 +178,7 @@ class Subscriptions:
             if not await self._room_for_a_page(sink, token):
                 return False
             async with self.recoveries:
-                messages = await read_page(self.pool, channel, first, last)
+                messages = await read_page(self.pool, channel, first, last, self.read_timeout)
             codec = outbox.codec
             for message in messages:
                 outbox.send(message.frame_for(codec))

@@ -85,6 +85,7 @@ class SessionContext:
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
     max_recover_bytes: int = 16 * 1024 * 1024  # and bytes of frames
     max_recover_live_bytes: int = 4 * 1024 * 1024  # live messages held during one
+    recover_read_timeout: float = 10.0  # seconds a history read may take
     # history reads in flight for the whole process (a resume holds it per page read)
     recoveries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
@@ -104,6 +105,7 @@ class SessionContext:
             max_recover=self.max_recover,
             max_recover_bytes=self.max_recover_bytes,
             max_recover_live_bytes=self.max_recover_live_bytes,
+            read_timeout=self.recover_read_timeout,
         )
 
 
