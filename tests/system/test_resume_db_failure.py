@@ -164,6 +164,7 @@ async def test_a_database_failure_between_resume_pages(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # read on
         got, error = await _frames_until_error(reader)
         assert error["code"] == "SERVICE_UNAVAILABLE" and error["channel"] == "feed", error
+        assert "since" in error["message"]
         assert 0 < len(got) < 600 and got == list(range(1, len(got) + 1))
         assert "feed" not in session.subscriptions
         await eventually(lambda: not ordering._recoveries)
