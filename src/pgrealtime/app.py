@@ -215,6 +215,8 @@ async def _database(app: web.Application):
         token_expiry_warning=warn_before,
         max_recover=settings.max_recover,
         max_recover_bytes=settings.max_recover_bytes,
+        max_recover_live_bytes=settings.max_recover_live_bytes,
+        recover_read_timeout=settings.recover_read_timeout_seconds,
         recoveries=asyncio.Semaphore(settings.max_concurrent_recoveries),
         limits=ConnectionLimits(
             publish_rate=settings.publish_rate,

@@ -438,6 +438,33 @@ OPTIONS: tuple[Option, ...] = (
         doc_default="`16777216` (16 MiB)",
     ),
     _o(
+        "max_recover_live_bytes",
+        int,
+        4 * MiB,
+        "limits",
+        "most bytes of live messages held for one client while its resume reads "
+        "history; beyond it they are dropped and read back from the table; 0 = unlimited",
+        "most bytes of live messages held for one client while its resume reads "
+        "history; beyond it they are dropped and read back from the table (nothing is "
+        "lost); `0` = unlimited",
+        minimum=0,
+        zero="unlimited",
+        help_default="4194304: 4 MiB",
+        doc_default="`4194304` (4 MiB)",
+    ),
+    _o(
+        "recover_read_timeout_seconds",
+        float,
+        10.0,
+        "limits",
+        "seconds one history read of a resume (a page, or its plan) may take; past it the "
+        "database is taken for unavailable and the subscription ends with SERVICE_UNAVAILABLE",
+        "seconds one history read of a resume (a page, or its plan) may take; past it the "
+        "database is taken for unavailable and the subscription ends with "
+        "`SERVICE_UNAVAILABLE` (subscribe again with `since`)",
+        minimum=0.1,
+    ),
+    _o(
         "max_concurrent_recoveries",
         int,
         8,

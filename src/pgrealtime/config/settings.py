@@ -54,6 +54,8 @@ class Settings:
     flush_interval_ms: float = _d("flush_interval_ms")
     max_recover: int = _d("max_recover")
     max_recover_bytes: int = _d("max_recover_bytes")
+    max_recover_live_bytes: int = _d("max_recover_live_bytes")
+    recover_read_timeout_seconds: float = _d("recover_read_timeout_seconds")
     max_concurrent_recoveries: int = _d("max_concurrent_recoveries")
     heartbeat_seconds: float = _d("heartbeat_seconds")
     publish_rate: float = _d("publish_rate")

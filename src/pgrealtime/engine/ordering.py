@@ -29,18 +29,48 @@ log = logging.getLogger(__name__)
 TRACKED_CHANNELS = 100_000  # last positions remembered for channels nobody watches
 
 
+# What one collected message is counted as besides its payload (ids, names, header):
+# the bound is on memory, so a flood of empty payloads is bounded too.
+HELD_OVERHEAD = 256
+
+
 class Recovery:
     """One subscriber resuming a channel: collects the channel's messages, in order,
     while it reads its history; then forwards those past the history's last position
-    until this process has handed that position out itself, and joins the hub."""
+    until this process has handed that position out itself, and joins the hub.
 
-    __slots__ = ("channel", "floor", "messages", "outbox")
+    What it collects is bounded by `max_held_bytes`: past it, everything collected is
+    dropped and `overflowed` set, and the resume reads the dropped range back from the
+    table (`Subscriptions._resume`): every message is stored, with its position, before
+    it is handed out, so a busy channel costs the resume reads, never memory or a
+    message."""
 
-    def __init__(self, channel: str) -> None:
+    __slots__ = ("channel", "floor", "held_bytes", "max_held_bytes", "messages", "outbox",
+                 "overflowed")  # fmt: skip
+
+    def __init__(self, channel: str, max_held_bytes: int = 0) -> None:
         self.channel = channel
         self.messages: list[StoredMessage] = []
         self.outbox: Outbox | None = None  # set once the history was sent
         self.floor = 0  # the last position this subscriber has
+        self.max_held_bytes = max_held_bytes  # 0: no bound
+        self.held_bytes = 0
+        self.overflowed = False  # messages were dropped: read them from the table
+
+    def collect(self, message: StoredMessage) -> None:
+        """Keep `message` for `go_live`, or drop everything once past the bound."""
+        if self.overflowed:
+            return
+        self.messages.append(message)
+        self.held_bytes += len(message.payload_json) + HELD_OVERHEAD
+        if self.max_held_bytes and self.held_bytes > self.max_held_bytes:
+            self.messages = []
+            self.held_bytes = 0
+            self.overflowed = True
+
+    def restart_collecting(self) -> None:
+        """The dropped messages are being read from the table: collect anew."""
+        self.overflowed = False
 
 
 class _Gap:
@@ -175,19 +205,23 @@ class Ordering:
                 delay = min(delay * 2, 5.0)
 
     # -- recovery (subscribe with `since`) ----------------------------------
-    def begin_recovery(self, channel: str) -> Recovery:
-        recovery = Recovery(channel)
+    def begin_recovery(self, channel: str, max_held_bytes: int = 0) -> Recovery:
+        """Collect `channel`'s messages for a resuming subscriber, at most
+        `max_held_bytes` of them (0: no bound) before falling back on the table."""
+        recovery = Recovery(channel, max_held_bytes)
         self._recoveries.setdefault(channel, []).append(recovery)
         return recovery
 
     def go_live(self, recovery: Recovery, outbox: Outbox, floor: int) -> None:
         """The subscriber has every message up to `floor` (its history): send what
         was collected past it, then live messages, each exactly once."""
+        assert not recovery.overflowed  # the dropped range is read from the table first
         for message in recovery.messages:
             if message.position > floor:
                 outbox.send(message.frame_for(outbox.codec))
                 floor = message.position
         recovery.messages = []
+        recovery.held_bytes = 0
         if self._last.get(recovery.channel, 0) >= floor:
             self.end_recovery(recovery)
             self.hub.subscribe(recovery.channel, outbox)
@@ -199,7 +233,7 @@ class Ordering:
         sent = 0
         for recovery in list(recoveries):
             if recovery.outbox is None:
-                recovery.messages.append(message)
+                recovery.collect(message)
                 continue
             if message.position > recovery.floor:
                 recovery.outbox.send(message.frame_for(recovery.outbox.codec))

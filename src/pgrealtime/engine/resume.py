@@ -13,6 +13,7 @@ memory at once, and the caller sends each page when the connection has room.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -25,6 +26,12 @@ SIZES_AFTER_SQL = (
     " FROM realtime.messages WHERE channel_name = $1 AND position > $2"
     " ORDER BY position DESC LIMIT $3"
 )
+# Oldest first, within a range: the messages a resume dropped while it read history.
+SIZES_BETWEEN_SQL = (
+    "SELECT position, octet_length(payload::text) + octet_length(event_name) AS size"
+    " FROM realtime.messages WHERE channel_name = $1 AND position > $2 AND position <= $3"
+    " ORDER BY position LIMIT $4"
+)
 PAGE_SQL = (
     SELECT_MESSAGES + " WHERE channel_name = $1 AND position >= $2 AND position <= $3"
     " ORDER BY position"
@@ -32,6 +39,7 @@ PAGE_SQL = (
 # A `message` frame besides its payload and event: ids, names, timestamp, header.
 FRAME_OVERHEAD = 512
 PAGE_ROWS = 500
+RANGE_ROWS = 10 * PAGE_ROWS  # sizes read at once by plan_range
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +58,13 @@ async def plan_history(
     limit: int,
     max_bytes: int,
     page_bytes: int,
+    wait_seconds: float | None = None,
 ) -> HistoryPlan:
     """The newest messages after `since` that fit in `limit` messages and about
     `max_bytes` of frames, cut into pages of at most PAGE_ROWS rows and `page_bytes`."""
     if isinstance(since, str):
-        start = await pool.fetchval(POSITION_OF_ID_SQL, since, channel)
+        found = await _fetch(pool, wait_seconds, POSITION_OF_ID_SQL, since, channel)
+        start = found[0]["position"] if found else None
         if start is None:  # unknown here, or removed: the client must reload
             return HistoryPlan([], 0, False, current)
     else:
@@ -62,7 +72,7 @@ async def plan_history(
     if start >= current:
         # nothing missed (or a position this channel never reached: a reset database)
         return HistoryPlan([], 0, start == current, current)
-    rows = await pool.fetch(SIZES_AFTER_SQL, channel, start, limit + 1)
+    rows = await _fetch(pool, wait_seconds, SIZES_AFTER_SQL, channel, start, limit + 1)
     kept: list[tuple[int, int]] = []  # (position, size), newest first
     total = 0
     for row in rows[:limit]:
@@ -83,6 +93,23 @@ async def plan_history(
     return HistoryPlan(_pages(kept, page_bytes), len(kept), complete, max(newest, start))
 
 
+async def plan_range(
+    pool: asyncpg.Pool,
+    channel: str,
+    after: int,
+    upto: int,
+    page_bytes: int,
+    wait_seconds: float | None = None,
+) -> list[tuple[int, int]]:
+    """Pages of the stored messages past `after` up to `upto`, oldest first, no limit
+    but the range: at most RANGE_ROWS of them, so a long range is planned (and its
+    sizes held) a piece at a time; the caller asks again past the last page. Empty
+    when nothing is stored in the range (any more)."""
+    rows = await _fetch(pool, wait_seconds, SIZES_BETWEEN_SQL, channel, after, upto, RANGE_ROWS)
+    extra = len(channel) + FRAME_OVERHEAD
+    return _pages([(row["position"], row["size"] + extra) for row in rows], page_bytes)
+
+
 def _pages(kept: list[tuple[int, int]], page_bytes: int) -> list[tuple[int, int]]:
     pages: list[tuple[int, int]] = []
     first = last = rows = size = 0
@@ -100,7 +127,23 @@ def _pages(kept: list[tuple[int, int]], page_bytes: int) -> list[tuple[int, int]
     return pages
 
 
-async def read_page(pool: asyncpg.Pool, channel: str, first: int, last: int) -> list[StoredMessage]:
+async def read_page(
+    pool: asyncpg.Pool, channel: str, first: int, last: int, wait_seconds: float | None = None
+) -> list[StoredMessage]:
     """One page of a plan, in position order (a message removed since is skipped)."""
-    rows = await pool.fetch(PAGE_SQL, channel, first, last)
+    rows = await _fetch(pool, wait_seconds, PAGE_SQL, channel, first, last)
     return [stored_message_from_row(row) for row in rows]
+
+
+async def _fetch(pool: asyncpg.Pool, wait_seconds: float | None, sql: str, *args: Any) -> list:
+    """`sql`'s rows, or TimeoutError (a db_errors.UNAVAILABLE) after `wait_seconds`
+    of waiting for a connection or for the answer (instead of the pool's 30 s command
+    timeout: a resume holds a history-read slot and its client's frames meanwhile). A
+    connection whose statement timed out is closed rather than cancelled and reused:
+    a database that stopped answering would not answer a cancel request either."""
+    async with pool.acquire(timeout=wait_seconds) as conn:
+        try:
+            return await conn.fetch(sql, *args, timeout=wait_seconds)
+        except TimeoutError:
+            conn.terminate()
+            raise

@@ -24,7 +24,7 @@ from pgrealtime.db import errors as db_errors
 from pgrealtime.engine.authorize import SubscribeChecks
 from pgrealtime.engine.hub import Hub, Outbox
 from pgrealtime.engine.ordering import Ordering, Recovery
-from pgrealtime.engine.resume import HistoryPlan, plan_history, read_page
+from pgrealtime.engine.resume import HistoryPlan, plan_history, plan_range, read_page
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,9 @@ class Sink(Protocol):
         """Still subscribed with `token` (not unsubscribed, ended or cut)."""
 
     def lost(self, token: Any, exc: BaseException) -> None:
-        """The resume failed after `accept` (`exc`: db_errors.UNAVAILABLE is answered
-        here and not raised): forget the subscription; the engine has left the channel."""
+        """The resume failed after `accept` (`exc`: a db_errors.transient one is
+        answered here and not raised): forget the subscription; the engine has left
+        the channel."""
 
 
 class Subscriptions:
@@ -75,6 +76,8 @@ class Subscriptions:
         recoveries: asyncio.Semaphore,
         max_recover: int,
         max_recover_bytes: int,
+        max_recover_live_bytes: int = 0,
+        read_timeout: float | None = None,
     ) -> None:
         self.hub = hub
         self.ordering = ordering
@@ -83,6 +86,11 @@ class Subscriptions:
         self.recoveries = recoveries  # history reads in flight for the whole process
         self.max_recover = max_recover
         self.max_recover_bytes = max_recover_bytes
+        # live messages one resume collects while it reads history (0: no bound)
+        self.max_recover_live_bytes = max_recover_live_bytes
+        # one history read (a page, or its plan): past it the database is taken for
+        # unavailable and the subscription ends with SERVICE_UNAVAILABLE
+        self.read_timeout = read_timeout
 
     async def subscribe(
         self, principal: Principal, channel: str, since: int | str | None, sink: Sink
@@ -100,7 +108,7 @@ class Subscriptions:
                 return None
             self.hub.subscribe(channel, sink.outbox)
             return membership
-        recovery = self.ordering.begin_recovery(channel)
+        recovery = self.ordering.begin_recovery(channel, self.max_recover_live_bytes)
         try:
             return await self._resume(channel, check.channel_id, since, check.position,
                                       recovery, sink)  # fmt: skip
@@ -124,33 +132,58 @@ class Subscriptions:
         outbox = sink.outbox
         async with self.recoveries:
             plan = await plan_history(self.pool, channel, since, current, self.max_recover,
-                                      self.max_recover_bytes, self._page_bytes())  # fmt: skip
+                                      self.max_recover_bytes, self._page_bytes(),
+                                      self.read_timeout)  # fmt: skip
         membership = Membership(channel, outbox, recovery)
         token = sink.accept(channel_id, membership, plan)
         if token is None:
             return None
+        floor = plan.position  # the last position sent (or skipped as removed)
         try:
-            for first, last in plan.pages:
-                if not await self._room_for_a_page(sink, token):
-                    return membership  # unsubscribed, ended or cut meanwhile
-                async with self.recoveries:
-                    messages = await read_page(self.pool, channel, first, last)
-                codec = outbox.codec
-                for message in messages:
-                    outbox.send(message.frame_for(codec))
-                outbox.flush()
+            if not await self._send_pages(channel, plan.pages, sink, token):
+                return membership  # unsubscribed, ended or cut meanwhile
+            while recovery.overflowed:  # live messages were dropped: read them back
+                upto = self.ordering.last_position(channel) or floor
+                recovery.restart_collecting()  # what is handed out from here is > upto
+                while floor < upto:
+                    async with self.recoveries:
+                        pages = await plan_range(self.pool, channel, floor, upto,
+                                                 self._page_bytes(), self.read_timeout)  # fmt: skip
+                    if not pages:
+                        break
+                    if not await self._send_pages(channel, pages, sink, token):
+                        return membership
+                    floor = pages[-1][1]
+                floor = max(floor, upto)
         except BaseException as exc:
             if sink.wanted(token):
                 self.leave(membership)
             sink.lost(token, exc)
-            if isinstance(exc, db_errors.UNAVAILABLE):
+            if db_errors.transient(exc):
                 log.warning("resume failed: %s", exc)
                 return None
             raise
-        # No await from the last page on: nothing slips in between history and live.
+        # No await from the overflow check on: nothing slips in between history and live.
         if sink.wanted(token) and not outbox.closed:
-            self.ordering.go_live(recovery, outbox, plan.position)
+            self.ordering.go_live(recovery, outbox, floor)
         return membership
+
+    async def _send_pages(
+        self, channel: str, pages: list[tuple[int, int]], sink: Sink, token: Any
+    ) -> bool:
+        """Read and send `pages` in order, each once the connection has room; False
+        if the subscription or the connection ended meanwhile."""
+        outbox = sink.outbox
+        for first, last in pages:
+            if not await self._room_for_a_page(sink, token):
+                return False
+            async with self.recoveries:
+                messages = await read_page(self.pool, channel, first, last, self.read_timeout)
+            codec = outbox.codec
+            for message in messages:
+                outbox.send(message.frame_for(codec))
+            outbox.flush()
+        return True
 
     def leave(self, membership: Membership) -> None:
         if membership.recovery is not None:

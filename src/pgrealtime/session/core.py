@@ -86,6 +86,8 @@ class SessionContext:
     token_expiry_warning: float = 0.0  # seconds before expiry they are sent
     max_recover: int = 10_000  # messages sent at most when resuming with `since`
     max_recover_bytes: int = 16 * 1024 * 1024  # and bytes of frames
+    max_recover_live_bytes: int = 4 * 1024 * 1024  # live messages held during one
+    recover_read_timeout: float = 10.0  # seconds a history read may take
     # history reads in flight for the whole process (a resume holds it per page read)
     recoveries: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     limits: ConnectionLimits = UNLIMITED  # publish rate, subscriptions per connection
@@ -104,6 +106,8 @@ class SessionContext:
             recoveries=self.recoveries,
             max_recover=self.max_recover,
             max_recover_bytes=self.max_recover_bytes,
+            max_recover_live_bytes=self.max_recover_live_bytes,
+            read_timeout=self.recover_read_timeout,
         )
 
 
@@ -481,5 +485,5 @@ class _SubscribeSink:
         if session.subscriptions.get(self.frame.channel) is token:
             del session.subscriptions[self.frame.channel]
             presence.leave(session, token)  # the engine has left the channel
-        if isinstance(exc, db_errors.UNAVAILABLE):
+        if db_errors.transient(exc):
             session.refuse(errors.RESUME_UNAVAILABLE, None, self.frame.channel)

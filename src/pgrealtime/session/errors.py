@@ -64,7 +64,8 @@ SINCE_ON_TABLE = Refusal(
 )
 RESUME_UNAVAILABLE = Refusal(
     ErrorCode.SERVICE_UNAVAILABLE,
-    "Resume failed: the database is unavailable; the subscription ended, subscribe again",
+    "Resume failed: the database is unavailable; the subscription ended, subscribe again"
+    " with since set to the last position received",
 )
 CHANNEL_TOO_LONG = Refusal(ErrorCode.INVALID_CHANNEL, "channel must be at most {limit} characters")
 NOT_SUBSCRIBED = Refusal(
