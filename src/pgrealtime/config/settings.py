@@ -7,8 +7,11 @@ serve`. Secrets that are not given are generated once and kept in the data direc
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 from pgrealtime.config.options import ANON_KEY_PREFIX, API_KEY_PREFIX, default
 
 SECRETS_FILE = "secrets.json"
+SECRETS_LOCK = ".secrets.lock"  # held while secrets.json is read and filled in
 
 
 def _d(name: str) -> Any:
@@ -110,26 +114,31 @@ def ensure_secrets(settings: Settings, *, webhook: bool = False) -> list[str]:
     if all(wanted.values()):
         return []
     path = settings.data_dir / SECRETS_FILE
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    generated = []
-    for name, given in wanted.items():
-        if given or stored.get(name):
-            continue
-        if name == "api_key":
-            stored[name] = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        elif name == "anon_key":
-            stored[name] = ANON_KEY_PREFIX + secrets.token_urlsafe(32)
-        else:
-            stored[name] = secrets.token_urlsafe(48 if name == "jwt_secret" else 32)
-        generated.append(name)
-    if generated:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps(stored, indent=2))
-        tmp.replace(path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Processes started together on one data directory (workers, a cluster's tests)
+    # read, fill in and write the file one at a time, so all of them end up with the
+    # same secrets (two anon keys or webhook secrets would be two servers' worth).
+    with open(settings.data_dir / SECRETS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored: dict[str, str] = {}
+        if path.exists():
+            stored = json.loads(path.read_text())
+        generated = []
+        for name, given in wanted.items():
+            if given or stored.get(name):
+                continue
+            if name == "api_key":
+                stored[name] = API_KEY_PREFIX + secrets.token_urlsafe(32)
+            elif name == "anon_key":
+                stored[name] = ANON_KEY_PREFIX + secrets.token_urlsafe(32)
+            else:
+                stored[name] = secrets.token_urlsafe(48 if name == "jwt_secret" else 32)
+            generated.append(name)
+        if generated:
+            fd, tmp = tempfile.mkstemp(dir=settings.data_dir, prefix=".secrets.", suffix=".tmp")
+            with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+                out.write(json.dumps(stored, indent=2))
+            os.replace(tmp, path)
     settings.jwt_secret = settings.jwt_secret or stored["jwt_secret"]
     settings.api_key = settings.api_key or stored["api_key"]
     if webhook:
