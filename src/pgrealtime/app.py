@@ -97,6 +97,20 @@ async def open_pool(url: str, size: int) -> asyncpg.Pool:
     )
 
 
+POOL_CLOSE_SECONDS = 5.0  # shutdown waits this long for queries in flight, then cuts
+
+
+async def close_pool(pool: asyncpg.Pool, grace: float = POOL_CLOSE_SECONDS) -> None:
+    """Close gracefully, but not for ever: a database that stopped answering would
+    hold a query (and with it the shutdown) until the 30 s command timeout, or longer
+    while the connection itself hangs."""
+    try:
+        await asyncio.wait_for(pool.close(), grace)
+    except TimeoutError:
+        log.warning("database connections still busy after %g s at shutdown: cut", grace)
+        pool.terminate()
+
+
 def create_app(settings: Settings, database_url: str, *, migrate: bool = True) -> web.Application:
     """The aiohttp application; `database_url` is the resolved PostgreSQL URL.
     `migrate=False`: the schema is current already (a worker: its parent migrated)."""
@@ -288,7 +302,7 @@ async def _database(app: web.Application):
         await cluster_feed.stop()
     await delivery.stop()
     await publisher.close()
-    await pool.close()
+    await close_pool(pool)
 
 
 def _observe(app: web.Application) -> None:
