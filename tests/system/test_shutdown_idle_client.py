@@ -54,3 +54,39 @@ async def test_sigterm_does_not_wait_for_an_idle_websockets_client(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_sigterm_does_not_wait_for_an_idle_socketio_client(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The same over Socket.IO: both protocols share one read loop and one close."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [*PGREALTIME, "serve", "--port", str(port), "--log-format", "text"]
+    proc = subprocess.Popen(
+        args, env=_env(db_url, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await _wait_healthy(base, proc)
+        token = jwt.encode({"sub": str(uuid.uuid4()), "exp": 2**31}, JWT_SECRET, "HS256")
+        clients = []
+        for _ in range(3):
+            ws = await websockets.connect(
+                f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", max_queue=1
+            )
+            assert (await ws.recv()).startswith("0{")  # Engine.IO open
+            await ws.send("40" + json.dumps({"token": token}))
+            assert (await ws.recv()).startswith("40{")  # Socket.IO connect accepted
+            clients.append(ws)  # from now on: idle, reads nothing
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 30)
+        took = time.monotonic() - started
+        assert code == 0
+        assert took < EXIT_WITHIN, f"shutdown waited {took:.1f}s on idle clients"
+        for ws in clients:
+            await ws.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from pgrealtime import keys
 from pgrealtime.api.errors import error_response
@@ -36,6 +37,19 @@ CLOSE_GRACE_SECONDS = 15.0
 # `websockets` library, idle, never answers a close it has not read) would otherwise
 # hold SIGTERM for aiohttp's 10 s close wait; what was queued for it is written by then.
 SHUTDOWN_CLOSE_SECONDS = 1.0
+
+
+async def _on_frame(session: Session, msg: WSMessage) -> None:
+    """A text frame as it is; a binary one if it is UTF-8 text."""
+    if msg.type == WSMsgType.TEXT:
+        await handle_text(session, msg.data)
+        return
+    try:
+        text = msg.data.decode()
+    except UnicodeDecodeError:
+        session.send_error(ErrorCode.MALFORMED_FRAME, "Frame is not valid UTF-8")
+        return
+    await handle_text(session, text)
 
 
 class Sessions:
@@ -173,6 +187,50 @@ class Connection:
         self.sessions.ended["no_pong"] += 1
         self.transport.abort()
 
+    async def read_frames(
+        self,
+        on_frame: Callable[[WSMessage, float], Awaitable[None]],
+        *,
+        any_frame_is_life: bool,
+    ) -> None:
+        """Hand every text and binary frame to `on_frame` (with the loop's time) until
+        the peer or the server ends the connection, then close it promptly. The one
+        read loop of every protocol on a WebSocket: parked while it waits (shutdown and
+        revocation wake it), WebSocket pings answered, nothing new acted on while
+        draining. `any_frame_is_life`: every frame counts as the heartbeat's proof of
+        life (raw protocol); otherwise `on_frame` says when (Socket.IO: its pong)."""
+        ws, sessions = self.ws, self.sessions
+        loop = asyncio.get_running_loop()
+        while self.close_with is None:
+            self.parked = True
+            try:
+                msg = await ws.receive()
+            except asyncio.CancelledError:
+                if not self.waking:
+                    raise
+                self.handler.uncancel()
+                break
+            finally:
+                self.parked = False
+            now = loop.time()
+            if any_frame_is_life:
+                self.last_heard = now
+            if msg.type in _END_OF_STREAM:
+                break
+            if msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or sessions.draining:
+                continue  # WebSocket pongs; draining: shutting down, nothing new is started
+            await on_frame(msg, now)
+        if self.close_with is not None and not ws.closed:
+            # Send the close frame after what was written, then read (and drop) until
+            # the client's close frame: closing the socket while a client is still
+            # sending would reset the connection, and the client could lose the replies
+            # and messages written just before.
+            code, reason = self.close_with
+            await _close_promptly(ws, self.transport, code, reason)
+
 
 async def _close_promptly(
     ws: web.WebSocketResponse, transport: asyncio.Transport, code: int, reason: str
@@ -238,43 +296,8 @@ async def _serve(
     conn.auth_ticket = deadlines.add(conn)
     if sessions.draining:  # upgraded while the server was closing the others
         session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-    loop = asyncio.get_running_loop()
     try:
-        while conn.close_with is None:
-            conn.parked = True
-            try:
-                msg = await ws.receive()
-            except asyncio.CancelledError:
-                if not conn.waking:
-                    raise
-                conn.handler.uncancel()
-                break
-            finally:
-                conn.parked = False
-            conn.last_heard = loop.time()
-            if msg.type in _END_OF_STREAM:
-                break
-            if msg.type == WSMsgType.PING:
-                await ws.pong(msg.data)
-                continue
-            if msg.type == WSMsgType.PONG or sessions.draining:
-                continue  # draining: shutting down, nothing new is started
-            if msg.type == WSMsgType.TEXT:
-                await handle_text(session, msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                try:
-                    text = msg.data.decode()
-                except UnicodeDecodeError:
-                    session.send_error(ErrorCode.MALFORMED_FRAME, "Frame is not valid UTF-8")
-                    continue
-                await handle_text(session, text)
-        if conn.close_with is not None and not ws.closed:
-            # Send the close frame after what was written, then read (and drop) until
-            # the client's close frame: closing the socket while a client is still
-            # sending would reset the connection, and the client could lose the replies
-            # and messages written just before.
-            code, reason = conn.close_with
-            await _close_promptly(ws, transport, code, reason)
+        await conn.read_frames(lambda msg, _now: _on_frame(session, msg), any_frame_is_life=True)
     finally:
         keepalive.discard(conn)
         if conn.auth_ticket is not None:

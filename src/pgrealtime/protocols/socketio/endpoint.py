@@ -20,7 +20,6 @@ one whose pong has not come by the next sweep.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -49,7 +48,6 @@ from pgrealtime.session.errors import ErrorCode
 log = logging.getLogger(__name__)
 
 PONG = packets.websocket_text_frame(b"3")
-_END_OF_STREAM = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 # client event -> the request it is, and whether its data may carry more than the SDK's
 EVENTS: dict[str, type[msgspec.Struct]] = {
     "realtime:subscribe": rq.Subscribe,
@@ -142,30 +140,12 @@ async def _serve(request: web.Request) -> web.StreamResponse:
     conn.auth_ticket = app[keys.AUTH_DEADLINES].add(conn)
     if sessions.draining:
         session.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
-    loop = asyncio.get_running_loop()
+    max_bytes = settings.max_frame_bytes
     try:
-        while conn.close_with is None:
-            conn.parked = True
-            try:
-                msg = await ws.receive()
-            except asyncio.CancelledError:
-                if not conn.waking:
-                    raise
-                conn.handler.uncancel()
-                break
-            finally:
-                conn.parked = False
-            if msg.type in _END_OF_STREAM:
-                break
-            if msg.type == WSMsgType.PING:
-                await ws.pong(msg.data)
-                continue
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or sessions.draining:
-                continue  # WebSocket pongs; draining: shutting down, nothing new is started
-            await _on_frame(conn, session, msg, settings.max_frame_bytes, loop.time())
-        if conn.close_with is not None and not ws.closed:
-            code, reason = conn.close_with
-            await ws.close(code=code, message=reason.encode())
+        await conn.read_frames(
+            lambda msg, now: _on_frame(conn, session, msg, max_bytes, now),
+            any_frame_is_life=False,  # only the Socket.IO pong is (see _on_frame)
+        )
     finally:
         keepalive.discard(conn)
         if conn.auth_ticket is not None:
