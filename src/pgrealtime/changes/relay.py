@@ -31,6 +31,7 @@ import msgspec
 import orjson
 
 from pgrealtime.changes.model import RowChange
+from pgrealtime.db.dedicated import close_quietly, wake_or_lost
 from pgrealtime.db.errors import transient
 
 log = logging.getLogger(__name__)
@@ -235,24 +236,14 @@ class RelayReader:
             finally:
                 self.connected.clear()
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
+                    await close_quietly(conn)
             await asyncio.sleep(RETRY_SECONDS)
 
     async def _read_loop(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         while not lost.is_set():
             self._idle.set()
-            waiter = asyncio.create_task(self._wake.wait())
-            lost_waiter = asyncio.create_task(lost.wait())
-            done, _ = await asyncio.wait(
-                {waiter, lost_waiter},
-                timeout=self.poll_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            waiter.cancel()
-            lost_waiter.cancel()
-            self._wake.clear()
-            if not done:  # the poll: a lost bus message with nothing after it
+            # not woken within the poll: a lost bus message with nothing after it
+            if not await wake_or_lost(self._wake, lost, self.poll_seconds):
                 self._read_table = True
             await self._take_offers()
             if not self._read_table:

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from pgrealtime.db.dedicated import close_quietly
+
 log = logging.getLogger(__name__)
 
 # First key of the two-key advisory lock ('pgrt'); the second is hashtext(job name).
@@ -152,8 +154,7 @@ class PgLeadership:
                 self._conn = None
                 self._members = []
                 await self._step_down()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.close(), 2)
+                await close_quietly(conn)
                 self._first_try.set()
             await asyncio.sleep(self.poll_seconds)
 

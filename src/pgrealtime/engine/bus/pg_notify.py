@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from pgrealtime.db.dedicated import close_quietly, wake_or_lost
 from pgrealtime.engine.bus.base import BusSink
 from pgrealtime.engine.messages import SELECT_MESSAGES, stored_message_from_row
 
@@ -154,19 +155,13 @@ class Listener:
                     self._lost = True
                     self.outages += 1
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
+                    await close_quietly(conn)
             await asyncio.sleep(delay * (1 + random.random() / 2))
             delay = min(delay * 2, 10.0)
 
     async def _deliver_loop(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         while not lost.is_set():
-            waiter = asyncio.create_task(self._wake.wait())
-            lost_waiter = asyncio.create_task(lost.wait())
-            await asyncio.wait({waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            lost_waiter.cancel()
-            self._wake.clear()
+            await wake_or_lost(self._wake, lost)
             ids, self._pending = self._pending, []
             if ids:
                 rows = await conn.fetch(

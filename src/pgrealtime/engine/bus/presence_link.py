@@ -21,6 +21,7 @@ import random
 
 import asyncpg
 
+from pgrealtime.db.dedicated import close_quietly, wake_or_lost
 from pgrealtime.engine.bus.nats_bus import NatsBus
 from pgrealtime.engine.presence_cluster import ClusterPresenceStore
 
@@ -117,19 +118,13 @@ class PgPresenceLink:
             finally:
                 self.connected.clear()
                 if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), 2)
+                    await close_quietly(conn)
             await asyncio.sleep(delay * (1 + random.random() / 2))
             delay = min(delay * 2, 5.0)
 
     async def _send_loop(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
         while not lost.is_set():
-            waiter = asyncio.create_task(self._wake.wait())
-            lost_waiter = asyncio.create_task(lost.wait())
-            await asyncio.wait({waiter, lost_waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            lost_waiter.cancel()
-            self._wake.clear()
+            await wake_or_lost(self._wake, lost)
             while self._queue and not lost.is_set():
                 # one NOTIFY each (a transaction's equal payloads would be merged),
                 # taken off the queue once sent, so stop() can wait for it to empty
